@@ -1,0 +1,115 @@
+"""guide_core: automatic variational guides for Pyro models, as a plugin registry.
+
+The core holds the protocols (:class:`AutoGuide`, :class:`AutoMessenger`), the
+initialization strategies, composition (:class:`AutoGuideList`,
+:class:`AutoCallable`) and the :mod:`~guide_core.registry`. Every guide family is
+a plugin; its classes are importable from here by name (``from guide_core
+import AutoNormal``), resolved through the registry on first access, so
+``import guide_core`` itself loads no plugin.
+
+Writing a plugin
+----------------
+Declare an entry point in your ``pyproject.toml``::
+
+    [project.entry-points.guide_core]
+    my_family = "my_package.plugin"
+
+and in ``my_package/plugin.py`` implement a hook::
+
+    from guide_core import AutoGuide, GuideSpec, hookimpl
+
+    class AutoMine(AutoGuide):
+        ...
+
+    @hookimpl
+    def register_guides(register):
+        register(GuideSpec(name="auto_mine", factory=AutoMine,
+                           family="my_family", summary="What it is."))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import registry
+from .composite import AutoCallable, AutoGuideList
+from .errors import (
+    BrokenPluginError,
+    DuplicateNameError,
+    MissingExtraError,
+    RegistryError,
+    UnexpectedKeywordError,
+    UnknownBackendError,
+    UnknownGuideError,
+    UnknownInitStrategyError,
+)
+from .guide import AutoGuide
+from .hookspecs import hookimpl, hookspec
+from .initialization import (
+    InitMessenger,
+    init_to_feasible,
+    init_to_generated,
+    init_to_mean,
+    init_to_median,
+    init_to_sample,
+    init_to_uniform,
+    init_to_value,
+)
+from .messenger import AutoMessenger
+from .prototype import PlateFacts, Prototype, SiteFacts
+from .spec import BackendSpec, Capabilities, GuideSpec, InitStrategySpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoCallable",
+    "AutoGuide",
+    "AutoGuideList",
+    "AutoMessenger",
+    "BackendSpec",
+    "BrokenPluginError",
+    "Capabilities",
+    "DuplicateNameError",
+    "GuideSpec",
+    "InitMessenger",
+    "InitStrategySpec",
+    "MissingExtraError",
+    "PlateFacts",
+    "Prototype",
+    "RegistryError",
+    "SiteFacts",
+    "UnexpectedKeywordError",
+    "UnknownBackendError",
+    "UnknownGuideError",
+    "UnknownInitStrategyError",
+    "hookimpl",
+    "hookspec",
+    "init_to_feasible",
+    "init_to_generated",
+    "init_to_mean",
+    "init_to_median",
+    "init_to_sample",
+    "init_to_uniform",
+    "init_to_value",
+    "registry",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve guide class names (``AutoNormal``, ...) through the registry."""
+    if name.startswith("Auto"):
+        try:
+            return registry.find_class(name)
+        except AttributeError:
+            pass
+        available = sorted(spec.class_name for spec in registry.default_registry())
+        raise AttributeError(
+            f"module 'guide_core' has no attribute {name!r}; no installed plugin "
+            f"registers a guide class of that name (available: "
+            f"{', '.join(available) or 'none'}; see 'python -m guide_core list')"
+        )
+    raise AttributeError(f"module 'guide_core' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(globals()))

@@ -1,0 +1,249 @@
+"""Composing guides: :class:`AutoGuideList` and :class:`AutoCallable`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .guide import AutoGuide
+from .summaries import as_quantiles
+
+__all__ = ["AutoCallable", "AutoGuideList"]
+
+
+def _no_median(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    return {}
+
+
+class AutoCallable(AutoGuide):
+    """Wraps a plain callable guide so it can be a part of an :class:`AutoGuideList`.
+
+    Parameters
+    ----------
+    model : callable
+        A Pyro model.
+    guide : callable
+        A Pyro guide, usually covering only part of the model's sites.
+    median : callable, optional
+        Returns ``{site name: median tensor}`` for the sites ``guide`` covers;
+        by default the part contributes no medians.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        median: Callable[..., dict[str, torch.Tensor]] = _no_median,
+    ):
+        if not callable(guide):
+            raise TypeError(f"'guide' must be callable: {guide!r}")
+        super().__init__(model)
+        self._guide = guide
+        self.median = median
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Run the wrapped guide; return its result, or ``{}`` if it returns None."""
+        result = self._guide(*args, **kwargs)
+        return {} if result is None else result
+
+    def quantiles(
+        self, quantiles: Sequence[float] | torch.Tensor, *args: Any, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """Return the median at every level: a plain callable has no quantiles."""
+        q = as_quantiles(quantiles)
+        median = self.median(*args, **kwargs)
+        return {n: v.expand((q.numel(),) + v.shape) for n, v in median.items()}
+
+
+def _describe(index: int, part: nn.Module) -> str:
+    return f"part {index} ({type(part).__name__})"
+
+
+class AutoGuideList(AutoGuide, nn.ModuleList):
+    """A guide made of parts, each covering its own subset of the model's sites.
+
+    Build each part on a blocked model so that no two parts share a site::
+
+        guide = AutoGuideList(model)
+        guide.append(AutoNormal(poutine.block(model, hide=["assignment"])))
+        guide.append(AutoDiscreteParallel(poutine.block(model, expose=["assignment"])))
+
+    Parameters
+    ----------
+    model : callable
+        A Pyro model.
+    create_plates : callable, optional
+        As for :class:`AutoGuide`; shared by all parts.
+    """
+
+    def __init__(self, model: Callable, *, create_plates: Callable | None = None):
+        super().__init__(model, create_plates=create_plates)
+        self._devices_checked = False
+
+    def append(self, part: AutoGuide | Callable) -> None:
+        """Add a guide for part of the model; a plain callable is wrapped.
+
+        Raises
+        ------
+        ValueError
+            If ``part`` already belongs to a guide list.
+        """
+        if not isinstance(part, AutoGuide):
+            part = AutoCallable(self.model, part)
+        if part.master is not None:
+            raise ValueError(
+                f"{type(part).__name__} is already a part of a guide list; build a "
+                "new guide for each list"
+            )
+        setattr(self, str(len(self)), part)
+        self._devices_checked = False
+
+    def add(self, part: AutoGuide | Callable) -> None:
+        """Deprecated alias of :meth:`append`."""
+        warnings.warn(
+            "AutoGuideList.add() is deprecated; use append()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.append(part)
+
+    def _check_prototype(self, part_trace: Any) -> None:
+        """Check that a part sees each of its sites with the model's shapes."""
+        for name, part_site in part_trace.iter_stochastic_nodes():
+            if name not in self.prototype_trace.nodes:
+                raise ValueError(
+                    f"a part of this AutoGuideList has site {name!r}, which the "
+                    "list's model does not sample; build each part on "
+                    "poutine.block(model, ...) of the same model"
+                )
+            site = self.prototype_trace.nodes[name]
+            for what in ("batch_shape", "event_shape"):
+                ours, theirs = getattr(site["fn"], what), getattr(part_site["fn"], what)
+                if ours != theirs:
+                    raise ValueError(
+                        f"site {name!r} has {what} {tuple(theirs)} in a part but "
+                        f"{tuple(ours)} in the list's model; the part must be built "
+                        "on the same model"
+                    )
+
+    def _check_devices(self) -> None:
+        devices: dict[torch.device, list[str]] = {}
+        for index, part in enumerate(self):
+            for p in part.parameters():
+                devices.setdefault(p.device, []).append(_describe(index, part))
+                break
+        if len(devices) > 1:
+            where = "; ".join(f"{', '.join(v)} on {k}" for k, v in devices.items())
+            raise RuntimeError(
+                f"the parts of this AutoGuideList are on different devices: {where}; "
+                "move the whole list with guide.to(device)"
+            )
+        self._devices_checked = all(any(True for _ in p.parameters()) for p in self)
+
+    def _apply(self, fn: Callable, *args: Any, **kwargs: Any) -> AutoGuideList:
+        self._devices_checked = False
+        return super()._apply(fn, *args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Run every part; return ``{site name: value}`` over all of them."""
+        self._ensure_setup(*args, **kwargs)
+        self._create_plates(*args, **kwargs)
+        if not self._devices_checked:
+            self._check_devices()
+        result: dict[str, torch.Tensor] = {}
+        for part in self:
+            result.update(part(*args, **kwargs))
+        return result
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load each part's state (also into parts not called yet)."""
+        for index, part in enumerate(self):
+            prefix = f"{index}."
+            sub = {
+                k[len(prefix) :]: v
+                for k, v in state_dict.items()
+                if k.startswith(prefix)
+            }
+            part.load_state_dict(sub, strict=strict)
+        if strict:
+            unknown = [
+                k
+                for k in state_dict
+                if not k.split(".")[0].isdigit() or int(k.split(".")[0]) >= len(self)
+            ]
+            if unknown:
+                raise KeyError(f"unexpected keys for this AutoGuideList: {unknown}")
+        return torch.nn.modules.module._IncompatibleKeys([], [])
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Return every part's state, prefixed by its index."""
+        if args or kwargs:
+            return super().state_dict(*args, **kwargs)
+        out: dict[str, Any] = {}
+        for index, part in enumerate(self):
+            out.update({f"{index}.{k}": v for k, v in part.state_dict().items()})
+        return out
+
+    def _median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        result: dict[str, torch.Tensor] = {}
+        for index, part in enumerate(self):
+            if getattr(part, "median", None) is _no_median:
+                warnings.warn(
+                    f"{_describe(index, part)} has no median and is skipped; pass "
+                    "median= to AutoCallable to include its sites",
+                    stacklevel=3,
+                )
+                continue
+            try:
+                result.update(part.median(*args, **kwargs))
+            except NotImplementedError as exc:
+                warnings.warn(
+                    f"{_describe(index, part)} has no median and is skipped: {exc}",
+                    stacklevel=3,
+                )
+        return result
+
+    def _quantiles(
+        self, q: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        result: dict[str, torch.Tensor] = {}
+        for index, part in enumerate(self):
+            quantiles = getattr(part, "quantiles", None)
+            if getattr(part, "median", None) is _no_median:
+                warnings.warn(
+                    f"{_describe(index, part)} has no median or quantiles and is "
+                    "skipped; pass median= to AutoCallable to include its sites",
+                    stacklevel=3,
+                )
+                continue
+            try:
+                if quantiles is None:
+                    raise NotImplementedError("it defines no quantiles()")
+                result.update(quantiles(q, *args, **kwargs))
+                continue
+            except NotImplementedError as exc:
+                reason = str(exc)
+            try:
+                median = part.median(*args, **kwargs)
+            except NotImplementedError:
+                warnings.warn(
+                    f"{_describe(index, part)} has neither quantiles nor a median "
+                    f"and is skipped: {reason}",
+                    stacklevel=3,
+                )
+                continue
+            warnings.warn(
+                f"{_describe(index, part)} has no quantiles; its median stands in "
+                f"at every level: {reason}",
+                stacklevel=3,
+            )
+            result.update(
+                {n: v.expand((q.numel(),) + v.shape) for n, v in median.items()}
+            )
+        return result

@@ -1,0 +1,383 @@
+"""Initialization strategies: where an automatic guide starts its search.
+
+An *init strategy* takes one Pyro sample-site message (a ``dict`` with at
+least ``"name"`` and ``"fn"``) and returns the site's initial *constrained*
+value. Called with ``site=None`` it instead returns a strategy with the given
+options bound, e.g. ``init_to_median(num_samples=31)``. Guides run the model
+once under :class:`InitMessenger` to build their prototype trace.
+
+Each strategy makes exactly the random draws, in the same order, that Pyro's
+strategy of the same name makes, so a fixed seed gives the same start in
+either library. Values computed from the prior carry ``_pyro_custom_init =
+False`` (as Pyro's do) so later checks can tell them from user values.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from pyro.distributions.torch import Independent
+from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.infer.util import is_validation_enabled
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import transform_to
+
+__all__ = [
+    "InitMessenger",
+    "builtin_strategies",
+    "init_to_feasible",
+    "init_to_generated",
+    "init_to_mean",
+    "init_to_median",
+    "init_to_sample",
+    "init_to_uniform",
+    "init_to_value",
+    "support_errors",
+]
+
+InitStrategy = Callable[[dict], torch.Tensor]
+Result = torch.Tensor | InitStrategy
+
+
+def _from_prior(value: torch.Tensor) -> torch.Tensor:
+    value._pyro_custom_init = False  # derived from the prior, not user-supplied
+    return value
+
+
+def _statistic_or_fallback(
+    site: dict, what: str, statistic: Callable, errors: tuple, fallback: Any
+) -> torch.Tensor:
+    # Use a statistic of the prior unless it fails with one of ``errors``, is
+    # NaN, or lies outside the support; then defer to ``fallback``.
+    fn = site["fn"]
+    try:
+        value = statistic(fn)
+        if bool(torch.isnan(value).any()):
+            raise ValueError("NaN")
+        if hasattr(fn, "_validate_sample"):  # raises ValueError outside support
+            fn._validate_sample(value)
+        return _from_prior(value)
+    except errors:
+        pass
+    if fallback is None:
+        name = site["name"]
+        raise ValueError(
+            f"init_to_{what}: the prior {what} of site {name!r} is unusable (NaN, "
+            "outside the support or not implemented) and fallback=None; pass a "
+            "fallback strategy such as fallback=init_to_feasible, or use "
+            f"init_to_value(values={{{name!r}: ...}})"
+        )
+    return fallback(site)
+
+
+def _innermost_event_is_vector(fn: Any) -> bool:
+    # Look through reinterpreting wrappers: Normal(...).to_event(1) counts as
+    # univariate, a (masked) Dirichlet does not.
+    while isinstance(fn, (Independent, MaskedDistribution)):
+        fn = fn.base_dist
+    return any(size > 1 for size in fn.event_shape)
+
+
+def _in_unconstrained_space(site: dict, make: Callable) -> torch.Tensor:
+    # One prior draw fixes the unconstrained shape; ``make`` fills that shape.
+    draw = site["fn"].sample().detach()
+    to_support = transform_to(site["fn"].support)
+    return _from_prior(to_support(make(to_support.inv(draw))))
+
+
+def init_to_feasible(site: dict | None = None) -> Result:
+    """Start where unconstrained zero maps to in the site's support.
+
+    Only the support matters, never the prior's parameters, so this works for
+    any continuous site; it is the last resort of the other strategies.
+    """
+    if site is None:
+        return init_to_feasible
+    return _in_unconstrained_space(site, torch.zeros_like)
+
+
+def init_to_sample(site: dict | None = None) -> Result:
+    """Start at one random draw from the prior."""
+    if site is None:
+        return init_to_sample
+    return _from_prior(site["fn"].sample().detach())
+
+
+def init_to_median(
+    site: dict | None = None,
+    num_samples: int = 15,
+    *,
+    fallback: InitStrategy | None = init_to_feasible,
+) -> Result:
+    """Start at the element-wise median of ``num_samples`` prior draws.
+
+    The median is robust to heavy tails, hence a safe default. A site whose
+    innermost distribution has a vector event (e.g. Dirichlet) has no median
+    inside its support, so it gets :func:`init_to_feasible` instead.
+
+    Parameters
+    ----------
+    num_samples : int
+        How many prior draws to take the median of.
+    fallback : callable or None
+        Used when sampling fails or the median is NaN or outside the support;
+        None makes that case a ``ValueError`` naming the site.
+    """
+    if site is None:
+        return functools.partial(
+            init_to_median, num_samples=num_samples, fallback=fallback
+        )
+    if _innermost_event_is_vector(site["fn"]):
+        return init_to_feasible(site)
+    return _statistic_or_fallback(
+        site,
+        "median",
+        lambda fn: fn.sample(sample_shape=(num_samples,)).median(dim=0).values,
+        (RuntimeError, ValueError),  # RuntimeError covers NotImplementedError
+        fallback,
+    )
+
+
+def init_to_mean(
+    site: dict | None = None,
+    *,
+    fallback: InitStrategy | None = init_to_median,
+) -> Result:
+    """Start at the prior mean, which is deterministic and cheap.
+
+    Parameters
+    ----------
+    fallback : callable or None
+        Used when ``.mean`` raises ``NotImplementedError`` (LKJCholesky), is NaN
+        (Cauchy) or lies outside the support (Bernoulli);
+        None makes that case a ``ValueError`` naming the site.
+    """
+    if site is None:
+        return functools.partial(init_to_mean, fallback=fallback)
+    return _statistic_or_fallback(
+        site,
+        "mean",
+        lambda fn: fn.mean.detach(),
+        (NotImplementedError, ValueError),
+        fallback,
+    )
+
+
+def init_to_uniform(site: dict | None = None, radius: float = 2.0) -> Result:
+    """Start at a uniform draw from ``(-radius, radius)`` in unconstrained space.
+
+    This spreads restarts around the feasible point without trusting the
+    prior's location or scale.
+
+    Parameters
+    ----------
+    radius : float
+        Half-width of the unconstrained box.
+    """
+    if site is None:
+        return functools.partial(init_to_uniform, radius=radius)
+    return _in_unconstrained_space(
+        site, lambda u: torch.rand_like(u) * (2 * radius) - radius
+    )
+
+
+def init_to_value(
+    site: dict | None = None,
+    values: Mapping[str, torch.Tensor] | None = None,
+    *,
+    fallback: InitStrategy | None = init_to_uniform,
+) -> Result:
+    """Start at user-given values, keyed by site name.
+
+    The mapping is read at call time, so later changes to it are seen. Values
+    are returned unmarked, so later checks treat them as user-supplied.
+
+    Parameters
+    ----------
+    values : mapping of str to torch.Tensor, optional
+        Initial constrained values by site name; None means none.
+    fallback : callable or None
+        Used for sites missing from ``values``; None makes a missing site a
+        ``ValueError`` naming it.
+    """
+    if values is None:
+        values = {}
+    if site is None:
+        return functools.partial(init_to_value, values=values, fallback=fallback)
+    name = site["name"]
+    if name in values:
+        return values[name]
+    if fallback is None:
+        raise ValueError(
+            f"init_to_value: no value for site {name!r} and fallback=None; "
+            f"pass values={{{name!r}: ...}} or a fallback strategy"
+        )
+    return fallback(site)
+
+
+class _Regenerating:
+    # Asks ``generate`` for a fresh strategy whenever the site that opened the
+    # current model run is seen again (only that one name is remembered).
+
+    def __init__(self, generate: Callable[[], InitStrategy]):
+        self.generate = generate
+        self._current: InitStrategy | None = None
+        self._opened_by: str | None = None
+
+    def __call__(self, site: dict) -> torch.Tensor:
+        if self._current is None or site["name"] == self._opened_by:
+            self._current = self.generate()
+            self._opened_by = site["name"]
+        return self._current(site)
+
+
+def _generate_uniform() -> InitStrategy:
+    return init_to_uniform
+
+
+def init_to_generated(
+    site: dict | None = None,
+    generate: Callable[[], InitStrategy] = _generate_uniform,
+) -> Result:
+    """Use a strategy made afresh by ``generate`` once per model execution.
+
+    Each run can start somewhere new (e.g. ``init_to_value`` over a dict of
+    random draws made together) while all its sites share one strategy.
+    With ``site=None`` this returns a new stateful strategy.
+
+    Parameters
+    ----------
+    generate : callable
+        Takes no arguments and returns an init strategy.
+    """
+    strategy = _Regenerating(generate)
+    return strategy if site is None else strategy(site)
+
+
+@contextmanager
+def support_errors(site: dict) -> Iterator[None]:
+    """Re-raise a ``NotImplementedError`` about a site's support as ``ValueError``.
+
+    ``biject_to``/``transform_to`` raise ``NotImplementedError`` for supports
+    with no map to unconstrained space. The ``ValueError`` names the site and
+    shows the fix: enumerate-and-hide for discrete sites, a
+    ``ProjectedNormalReparam`` for spherical ones.
+
+    Parameters
+    ----------
+    site : dict
+        The sample site being handled; needs ``"name"`` and ``"fn"``.
+    """
+    try:
+        yield
+    except NotImplementedError as exc:
+        name = site["name"]
+        try:
+            support = site["fn"].support
+        except NotImplementedError:
+            support = None
+        if support is not None and support.is_discrete:
+            raise ValueError(
+                f"continuous inference cannot handle the discrete sample site {name!r} "
+                f"(support {support}). Enumerate it (e.g. "
+                "infer={'enumerate': 'parallel'} with TraceEnum_ELBO, see "
+                "https://pyro.ai/examples/enumeration.html) and hide it from the "
+                f"guide: guide = AutoNormal(poutine.block(model, hide=[{name!r}]))"
+            ) from None
+        if "sphere" in repr(support).lower():
+            raise ValueError(
+                "continuous inference cannot handle the spherical sample site "
+                f"{name!r} directly. Give it a ProjectedNormal prior and "
+                "reparametrize: model = poutine.reparam(model, "
+                f"config={{{name!r}: ProjectedNormalReparam()}})"
+            ) from None
+        raise ValueError(
+            f"site {name!r} has support {support!r}, which cannot be mapped to "
+            f"unconstrained space ({exc}); give it a supported prior or hide it "
+            f"from the guide with poutine.block(model, hide=[{name!r}])"
+        ) from exc
+
+
+def _describe(fn: Any) -> str:
+    # A short name for a strategy, e.g. "init_to_median(num_samples=15, ...)".
+    if isinstance(fn, functools.partial):
+        options = ", ".join(f"{k}={_describe(v)}" for k, v in fn.keywords.items())
+        return f"{_describe(fn.func)}({options})"
+    if isinstance(fn, Mapping):
+        return "{" + ", ".join(f"{k!r}: ..." for k in fn) + "}"
+    return getattr(fn, "__name__", None) or repr(fn)
+
+
+class InitMessenger(Messenger):
+    """Give each unset latent sample site the value chosen by ``init_fn``.
+
+    Sites that already have a value (observed, conditioned, replayed) and
+    subsample sites are left alone, so applying it twice is harmless. Under
+    Pyro validation, a value that is not a tensor of the distribution's
+    ``batch_shape + event_shape`` is a ``ValueError`` naming site and strategy.
+
+    Parameters
+    ----------
+    init_fn : callable
+        An init strategy such as :func:`init_to_median`.
+    """
+
+    def __init__(self, init_fn: InitStrategy):
+        self.init_fn = init_fn
+        super().__init__()
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["value"] is not None or site_is_subsample(msg):
+            return
+        with torch.no_grad(), support_errors(msg):
+            value = self.init_fn(msg)
+        if is_validation_enabled():
+            self._validate(msg, value)
+        msg["value"] = value
+
+    def _validate(self, msg: dict, value: Any) -> None:
+        # If the strategy wrote a value into the message, that is the reference.
+        if msg["value"] is not None:
+            kind, shape = type(msg["value"]), msg["value"].shape
+        else:
+            kind, fn = torch.Tensor, msg["fn"]
+            shape = getattr(fn, "batch_shape", ()) + getattr(fn, "event_shape", ())
+        who, name, got = _describe(self.init_fn), msg["name"], type(value).__name__
+        if not isinstance(value, kind):
+            raise ValueError(
+                f"init strategy {who} returned a {got} for site {name!r}; "
+                f"expected {kind.__name__}, actual {got}"
+            )
+        if value.shape != shape:
+            raise ValueError(
+                f"init strategy {who} returned a value of shape {tuple(value.shape)} "
+                f"for site {name!r}; expected shape {tuple(shape)} (batch_shape + "
+                f"event_shape of its distribution), actual {tuple(value.shape)}"
+            )
+
+    def _pyro_get_init_messengers(self, msg: dict) -> None:
+        # Lets ReparamMessenger apply enclosing init handlers ahead of itself.
+        if msg["value"] is None:
+            msg["value"] = []
+        msg["value"].append(self)
+
+
+def builtin_strategies() -> dict[str, tuple[Callable[..., Any], str]]:
+    """Return the built-in strategies as ``{name: (strategy, summary)}``.
+
+    The core's registry registers these so that ``init_loc_fn="median"`` works.
+    """
+    return {
+        "feasible": (init_to_feasible, "Unconstrained zero mapped into the support."),
+        "sample": (init_to_sample, "One random draw from the prior."),
+        "median": (init_to_median, "Median of prior draws; feasible for vectors."),
+        "mean": (init_to_mean, "Prior mean, else the median when it is unusable."),
+        "uniform": (init_to_uniform, "Uniform in (-radius, radius), unconstrained."),
+        "value": (init_to_value, "User-given values by site name, else uniform."),
+        "generated": (init_to_generated, "A strategy generated once per model run."),
+    }

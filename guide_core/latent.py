@@ -1,0 +1,125 @@
+"""Shared steps of guides that work in the unconstrained space.
+
+Every family that samples an unconstrained value and hands the model a
+constrained one does it through :func:`sample_constrained`, so the log-det term
+and its masking rule are written once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions.util import sum_rightmost
+from pyro.nn.module import PyroModule
+from torch.distributions import Distribution, kl_divergence, register_kl
+
+from .prototype import SiteFacts
+
+__all__ = ["GuideDelta", "get_nested", "sample_constrained", "set_nested"]
+
+
+def set_nested(module: torch.nn.Module, name: str, value: Any) -> None:
+    """Set ``module.a.b.c = value`` for ``name="a.b.c"``, making the missing
+    intermediate modules, so a site named ``"a.b"`` gets param name ``a.b``."""
+    *path, leaf = name.split(".")
+    for part in path:
+        child = getattr(module, part, None)
+        if child is None:
+            child = PyroModule()
+            setattr(module, part, child)
+        module = child
+    setattr(module, leaf, value)
+
+
+def get_nested(module: torch.nn.Module, name: str) -> Any:
+    """Return ``module.a.b.c`` for ``name="a.b.c"``."""
+    return functools.reduce(getattr, name.split("."), module)
+
+
+class GuideDelta(dist.Delta):
+    """The point mass a guide emits at a site, remembering where it came from.
+
+    It behaves exactly like :class:`pyro.distributions.Delta` (same samples and
+    log-density), but it keeps the unconstrained distribution ``base`` and the
+    draw ``unconstrained`` it was pushed from. ``TraceMeanField_ELBO`` then
+    gets an analytic KL divergence against the prior wherever one exists (an
+    unconstrained site with, e.g., a Normal prior) and otherwise a correct
+    Monte Carlo one, log-det term included.
+    """
+
+    def __init__(
+        self,
+        v: torch.Tensor,
+        log_density: Any = 0.0,
+        event_dim: int = 0,
+        *,
+        base: Distribution | None = None,
+        unconstrained: torch.Tensor | None = None,
+        identity: bool = False,
+    ):
+        super().__init__(v, log_density=log_density, event_dim=event_dim)
+        self.base, self.unconstrained, self.identity = base, unconstrained, identity
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> GuideDelta:
+        new = self._get_checked_instance(GuideDelta, _instance)
+        new = super().expand(batch_shape, _instance=new)
+        batch_shape = torch.Size(batch_shape)
+        new.base = new.unconstrained = None
+        if self.base is not None:
+            new.base = self.base.expand(batch_shape)
+            new.unconstrained = self.unconstrained.expand(
+                batch_shape + self.base.event_shape
+            )
+        new.identity = self.identity
+        return new
+
+
+@register_kl(GuideDelta, Distribution)
+@register_kl(GuideDelta, dist.Distribution)  # more specific than Pyro's Delta rule
+def _kl_guide_delta(p: GuideDelta, q: Distribution) -> torch.Tensor:
+    # The auxiliary site adds +log base(u) to the ELBO's entropy term, so the
+    # analytic form subtracts it here: the sum is exactly -KL(base || prior).
+    if p.identity and p.base is not None:
+        try:
+            return kl_divergence(p.base, q) - p.base.log_prob(p.unconstrained)
+        except NotImplementedError:
+            pass
+    return p.log_density - q.log_prob(p.v)
+
+
+def sample_constrained(
+    site: SiteFacts, base: Distribution, *, aux_name: str | None = None
+) -> torch.Tensor:
+    """Sample ``base`` in the unconstrained space, then emit the site's value.
+
+    Samples the auxiliary site ``<name>_unconstrained`` from ``base``, maps it
+    through the site's bijection and samples the site itself as a point mass
+    whose log-density is the log-det of the inverse map (zero under a
+    ``poutine.mask(mask=False)``). Returns the constrained value.
+    """
+    aux = aux_name or f"{site.name}_unconstrained"
+    u = pyro.sample(aux, base, infer={"is_auxiliary": True})
+    transform = site.require_transform()
+    value = transform(u)
+    if poutine.get_mask() is False:
+        log_density = 0.0
+    else:
+        ladj = transform.inv.log_abs_det_jacobian(value, u)
+        log_density = sum_rightmost(ladj, ladj.dim() - value.dim() + site.event_dim)
+    identity = transform.domain.event_dim == transform.codomain.event_dim and (
+        value is u
+    )
+    point = GuideDelta(
+        value,
+        log_density=log_density,
+        event_dim=site.event_dim,
+        base=base,
+        unconstrained=u,
+        identity=identity,
+    )
+    return pyro.sample(site.name, point)

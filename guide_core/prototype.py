@@ -1,0 +1,338 @@
+"""One traced run of the model, frozen into per-site facts that every family reads.
+
+Every guide starts by running the model once under its initialization strategy.
+:func:`trace_prototype` turns that run into a :class:`Prototype`: for each latent
+site a :class:`SiteFacts` (shape, event dim, support and its bijection, plates,
+discreteness, initial value in both spaces) and for each plate a
+:class:`PlateFacts`. Families read these instead of re-deriving them, so a fact
+(and the error for a bad site) is computed and worded in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import torch
+from pyro import poutine
+from pyro.ops.tensor_utils import periodic_repeat
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+from torch.distributions import Transform, biject_to
+
+from .initialization import support_errors
+
+__all__ = [
+    "PlateFacts",
+    "Prototype",
+    "SiteFacts",
+    "model_subsamples",
+    "prototype_hide_fn",
+    "trace_prototype",
+]
+
+
+def prototype_hide_fn(msg: dict) -> bool:
+    """Hide everything but latent sample sites from the prototype trace."""
+    return msg["type"] != "sample" or msg["is_observed"] or site_is_subsample(msg)
+
+
+@attrs.frozen
+class PlateFacts:
+    """A vectorized plate as the prototype run saw it.
+
+    Attributes
+    ----------
+    name : str
+    dim : int
+        Its (negative) batch dimension.
+    size : int
+        The size it had in the prototype run (the subsample size if subsampled).
+    full_size : int
+        The size of the whole plate.
+    """
+
+    name: str
+    dim: int
+    size: int
+    full_size: int
+
+    @property
+    def subsampled(self) -> bool:
+        """Whether the prototype run saw a subsample of the plate."""
+        return self.size != self.full_size
+
+
+@attrs.frozen(eq=False)
+class SiteFacts:
+    """What every guide needs to know about one latent sample site.
+
+    Attributes
+    ----------
+    name : str
+    fn : Distribution
+        The prior as seen in the prototype run (for its shapes and support).
+    value : Tensor
+        The initial value in the constrained space (detached).
+    plates : tuple of PlateFacts
+        The vectorized plates the site sits in, outermost first.
+    infer : Mapping
+        The site's ``infer`` dict (e.g. its enumeration config).
+    transform : Transform or None
+        ``biject_to(support)``; ``None`` when the support has no bijection
+        (see :meth:`require_transform`).
+    unconstrained_value : Tensor or None
+        ``transform.inv(value)``: the initial value in the unconstrained space.
+    """
+
+    name: str
+    fn: Any
+    value: torch.Tensor
+    plates: tuple[PlateFacts, ...]
+    infer: Mapping[str, Any]
+    transform: Transform | None
+    unconstrained_value: torch.Tensor | None
+    _transform_error: Exception | None = None
+
+    @property
+    def support(self) -> Any:
+        """The constraint the site's values satisfy."""
+        return self.fn.support
+
+    @property
+    def event_dim(self) -> int:
+        """The number of rightmost dims of ``value`` that form one event."""
+        return self.fn.event_dim
+
+    @property
+    def is_discrete(self) -> bool:
+        """Whether the support is discrete."""
+        return bool(self.fn.support.is_discrete)
+
+    @property
+    def shape(self) -> torch.Size:
+        """The shape of the site's value."""
+        return self.value.shape
+
+    @property
+    def unconstrained_event_dim(self) -> int:
+        """The event dim of the unconstrained value (it may differ, e.g. simplex)."""
+        self.require_transform()
+        return self.event_dim + self.unconstrained_value.dim() - self.value.dim()
+
+    def require_transform(self) -> Transform:
+        """Return the bijection to the support, or raise an error naming the site."""
+        if self.transform is None:
+            raise self._transform_error
+        return self.transform
+
+    def require_unconstrained(self) -> torch.Tensor:
+        """Return a fresh copy of the unconstrained initial value (safe to make a
+        parameter of), or raise an error naming the site."""
+        self.require_transform()
+        return self.unconstrained_value.clone()
+
+    def full_size(self, value: torch.Tensor, event_dim: int) -> torch.Tensor:
+        """Repeat ``value`` (shaped like this site) to the full size of every
+        subsampled plate, so parameters cover the whole plate."""
+        for plate in self.plates:
+            if plate.subsampled:
+                dim = plate.dim - event_dim
+                value = periodic_repeat(value, plate.full_size, dim).contiguous()
+        return value
+
+    def init_value(self) -> torch.Tensor:
+        """The constrained initial value at full plate size (a fresh tensor)."""
+        return self.full_size(self.value.clone(), self.event_dim)
+
+    def init_unconstrained(self) -> torch.Tensor:
+        """The unconstrained initial value at full plate size (a fresh tensor)."""
+        u = self.require_unconstrained()
+        return self.full_size(u, self.unconstrained_event_dim)
+
+    def plate_dims(self) -> dict[int, PlateFacts]:
+        """Return the site's plates keyed by their batch dimension."""
+        return {p.dim: p for p in self.plates}
+
+
+@attrs.frozen(eq=False)
+class Prototype:
+    """The frozen facts of one model run.
+
+    Attributes
+    ----------
+    trace : Trace
+        The prototype trace itself (Pyro's ``prototype_trace``).
+    sites : Mapping[str, SiteFacts]
+        The latent sites, in the order the model sampled them.
+    plates : Mapping[str, PlateFacts]
+        Every vectorized plate a latent site sits in.
+    frames : Mapping[str, CondIndepStackFrame]
+        The same plates as Pyro frames (Pyro's ``_prototype_frames``).
+    explicit_subsamples : frozenset of str
+        Plates the model subsamples with explicit ``subsample=`` indices.
+    """
+
+    trace: Any
+    sites: Mapping[str, SiteFacts]
+    plates: Mapping[str, PlateFacts]
+    frames: Mapping[str, Any]
+    explicit_subsamples: frozenset[str] = frozenset()
+
+    def continuous(self) -> dict[str, SiteFacts]:
+        """Return the continuous sites, raising for any discrete one."""
+        for site in self.sites.values():
+            if site.is_discrete:
+                site.require_transform()
+        return dict(self.sites)
+
+
+def _bijection(site: dict) -> tuple[Transform | None, Any, Exception | None]:
+    value = site["value"].detach()
+    try:
+        with support_errors(site):
+            transform = biject_to(site["fn"].support)
+            return transform, transform.inv(value).detach(), None
+    except ValueError as exc:
+        return None, None, exc
+
+
+class _InitCheck(Messenger):
+    """Checks each initial value as soon as it is drawn, before the model uses
+    it, and notes the plates whose subsample the model passes explicitly."""
+
+    def __init__(self, init_fn: Callable | None):
+        super().__init__()
+        self.init_fn = init_fn
+        self.explicit: set[str] = set()
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if msg["value"] is None or msg["is_observed"]:
+            return
+        if site_is_subsample(msg):
+            self.explicit.add(msg["name"])  # pyro.plate(..., subsample=indices)
+        else:
+            _check_init(msg, self.init_fn)
+
+
+class _FoundSubsamples(Exception):
+    pass
+
+
+class _SubsampleSpy(Messenger):
+    def __init__(self, names: frozenset[str]):
+        super().__init__()
+        self.names, self.found = names, {}
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if site_is_subsample(msg) and msg["name"] in self.names:
+            self.found[msg["name"]] = msg["value"]
+            if len(self.found) == len(self.names):
+                raise _FoundSubsamples
+
+
+def model_subsamples(
+    model: Callable, args: tuple, kwargs: Mapping[str, Any], names: frozenset[str]
+) -> dict[str, torch.Tensor]:
+    """Return the indices the model passes as ``pyro.plate(name, subsample=...)``.
+
+    Runs the model, hidden from every outer handler, only until it has opened
+    each plate in ``names``. Guides use this so that an explicit subsample is
+    respected rather than replaced by one the guide drew itself.
+    """
+    spy = _SubsampleSpy(names)
+    try:
+        with torch.no_grad():
+            poutine.block(spy(model))(*args, **kwargs)
+    except _FoundSubsamples:
+        pass
+    return spy.found
+
+
+def _check_init(site: dict, init_fn: Callable | None) -> None:
+    """Check a custom init value's shape and support; the message names the fix."""
+    name, fn, value = site["name"], site["fn"], site["value"]
+    if getattr(value, "_pyro_custom_init", True) is False:
+        return  # produced by a built-in strategy from the prior itself
+    who = getattr(init_fn, "__name__", None) or repr(init_fn)
+    expected = fn.batch_shape + fn.event_shape
+    if value.shape != expected:
+        raise ValueError(
+            f"init_loc_fn {who} returned a value of shape {tuple(value.shape)} for "
+            f"site {name!r}, whose prior has shape {tuple(expected)}; return a "
+            f"tensor of shape {tuple(expected)}, e.g. "
+            f"init_to_value(values={{{name!r}: torch.zeros({tuple(expected)})}})"
+        )
+    if fn.support.is_discrete:
+        return
+    ok = fn.support.check(value)
+    if not bool(torch.as_tensor(ok).all()):
+        raise ValueError(
+            f"init_loc_fn {who} returned a value outside the support of site "
+            f"{name!r} ({fn.support}): {value}; return a value inside the support, "
+            "or use a built-in strategy such as init_to_median or init_to_feasible"
+        )
+
+
+def trace_prototype(
+    model: Callable,
+    args: tuple = (),
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    hide_fn: Callable[[dict], bool] = prototype_hide_fn,
+    init_fn: Callable | None = None,
+) -> Prototype:
+    """Run ``model`` once and freeze the facts of its latent sites.
+
+    Parameters
+    ----------
+    model : callable
+        The model, usually already wrapped in an ``InitMessenger``.
+    args, kwargs :
+        The model's arguments.
+    hide_fn : callable
+        Which messages to leave out of the prototype trace.
+    init_fn : callable, optional
+        The init strategy, named in errors about the values it returned.
+
+    Raises
+    ------
+    NotImplementedError
+        A latent site sits in a sequential (iterated) plate.
+    ValueError
+        A custom init value has the wrong shape or lies outside the support.
+    """
+    check = _InitCheck(init_fn)
+    blocked = poutine.block(check(model), hide_fn=hide_fn)
+    trace = poutine.block(poutine.trace(blocked).get_trace)(*args, **(kwargs or {}))
+    sites: dict[str, SiteFacts] = {}
+    plates: dict[str, PlateFacts] = {}
+    frames: dict[str, Any] = {}
+    for name, site in trace.iter_stochastic_nodes():
+        site_plates = []
+        for frame in site["cond_indep_stack"]:
+            if not frame.vectorized:
+                raise NotImplementedError(
+                    f"site {name!r} is in the sequential plate {frame.name!r}; "
+                    "autoguides need vectorized plates: write "
+                    f"`with pyro.plate({frame.name!r}, ...):` instead of iterating it"
+                )
+            full_size = frame.full_size or frame.size
+            plate = PlateFacts(frame.name, frame.dim, frame.size, full_size)
+            plates[frame.name] = plate
+            frames[frame.name] = frame
+            site_plates.append(plate)
+        transform, unconstrained, error = _bijection(site)
+        sites[name] = SiteFacts(
+            name=name,
+            fn=site["fn"],
+            value=site["value"].detach(),
+            plates=tuple(sorted(site_plates, key=lambda p: p.dim)),
+            infer=dict(site["infer"]),
+            transform=transform,
+            unconstrained_value=unconstrained,
+            transform_error=error,
+        )
+    explicit = frozenset(check.explicit & set(plates))
+    return Prototype(trace, sites, plates, frames, explicit)
