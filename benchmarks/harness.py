@@ -1,0 +1,267 @@
+"""The benchmark driver: pick guides and models, run every cell, collect results.
+
+Use :func:`run_benchmarks` from Python (the tests do) or ``python -m benchmarks``
+from the shell. Ratios come from one run on one machine and are only reported;
+nothing here asserts on them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pyro
+import pyro.infer.autoguide as pyro_autoguide
+import torch
+
+from .models import ModelCase, build_suite
+from .timing import Runner, SideResult, error_text, measure_floor, time_pair
+
+__all__ = [
+    "BenchConfig",
+    "BenchResult",
+    "CellResult",
+    "machine_info",
+    "run_benchmarks",
+    "run_cell",
+    "select_guides",
+]
+
+# (steps per block, rounds, warm-up steps) for a full and a --quick run.
+_DEFAULTS = {False: (20, 5, 10), True: (3, 2, 2)}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Settings of one benchmark run; ``None`` fields take the mode's default.
+
+    Attributes
+    ----------
+    guides, models : tuple of str or None
+        Registry guide names and suite model names to run (default: all).
+    steps : int or None
+        Timed steps per side per round (default 20, or 3 with ``quick``).
+    rounds : int or None
+        Alternating rounds (default 5, or 2 with ``quick``).
+    warmup : int or None
+        Untimed steps per side before timing (default 10, or 2 with ``quick``).
+    floor_repeats : int or None
+        Timed repeats of the model-only floor (default ``steps * rounds``).
+    quick : bool
+        Small problem sizes and few steps, for smoke tests.
+    threads : int or None
+        ``torch.set_num_threads`` for the run (restored after); ``None`` keeps it.
+    seed : int
+        Seed shared by both sides of every cell.
+    lr : float
+        Adam learning rate.
+    loss_window : int
+        The final loss is the mean of this many last losses.
+    validate : bool
+        Run with Pyro's distribution validation on (off by default: it is
+        overhead common to both sides that hides the guides' own cost).
+    """
+
+    guides: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None
+    steps: int | None = None
+    rounds: int | None = None
+    warmup: int | None = None
+    floor_repeats: int | None = None
+    quick: bool = False
+    threads: int | None = 1
+    seed: int = 0
+    lr: float = 0.01
+    loss_window: int = 10
+    validate: bool = False
+
+    def resolved(self) -> BenchConfig:
+        """Return a copy with every ``None`` count filled in."""
+        steps, rounds, warmup = _DEFAULTS[self.quick]
+        steps = steps if self.steps is None else self.steps
+        rounds = rounds if self.rounds is None else self.rounds
+        warmup = warmup if self.warmup is None else self.warmup
+        floor = steps * rounds if self.floor_repeats is None else self.floor_repeats
+        for name, value in [("steps", steps), ("rounds", rounds), ("floor", floor)]:
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be non-negative, got {warmup}")
+        return replace(
+            self, steps=steps, rounds=rounds, warmup=warmup, floor_repeats=floor
+        )
+
+
+@dataclass
+class CellResult:
+    """The measurements of one (guide, model) cell."""
+
+    guide: str
+    class_name: str
+    model: str
+    ours: SideResult
+    pyro: SideResult
+    floor_ms: float | None = None
+    floor_error: str | None = None
+    loss_window: int = 10
+
+    def _over(self, num: float | None, den: float | None) -> float | None:
+        return None if num is None or den is None or den <= 0 else num / den
+
+    @property
+    def ratio(self) -> float | None:
+        """Ours / Pyro's median ms per step."""
+        return self._over(self.ours.ms_per_step, self.pyro.ms_per_step)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the cell as a JSON-ready dict (raw step times included)."""
+        ours_ms, pyro_ms = self.ours.ms_per_step, self.pyro.ms_per_step
+        return {
+            "guide": self.guide,
+            "class_name": self.class_name,
+            "model": self.model,
+            "ours_ms": ours_ms,
+            "pyro_ms": pyro_ms,
+            "ratio": self.ratio,
+            "floor_ms": self.floor_ms,
+            "ours_over_floor": self._over(ours_ms, self.floor_ms),
+            "pyro_over_floor": self._over(pyro_ms, self.floor_ms),
+            "final_loss_ours": self.ours.final_loss(self.loss_window),
+            "final_loss_pyro": self.pyro.final_loss(self.loss_window),
+            "ours_error": self.ours.error,
+            "pyro_error": self.pyro.error,
+            "floor_error": self.floor_error,
+            "ours_steps_ms": self.ours.times_ms,
+            "pyro_steps_ms": self.pyro.times_ms,
+        }
+
+
+@dataclass
+class BenchResult:
+    """Every cell of a run, the settings used and the machine it ran on."""
+
+    config: BenchConfig
+    cells: list[CellResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+
+
+def select_guides(
+    names: tuple[str, ...] | list[str] | None = None,
+) -> tuple[list[Any], dict[str, str]]:
+    """Return the registered guide specs to benchmark and those skipped.
+
+    A guide is benchmarked when Pyro has a class of the same ``class_name`` in
+    ``pyro.infer.autoguide``. Naming a guide in ``names`` that is not registered
+    raises the registry's error; naming one Pyro lacks puts it in ``skipped``.
+
+    Returns
+    -------
+    (list of GuideSpec, dict of str to str)
+        The specs to run, and ``{guide name: reason}`` for the others.
+    """
+    from guide_core import registry
+
+    wanted = registry.names() if names is None else list(names)
+    specs, skipped = [], {}
+    for name in wanted:
+        spec = registry.info(name)
+        if hasattr(pyro_autoguide, spec.class_name):
+            specs.append(spec)
+        else:
+            skipped[spec.name] = f"pyro.infer.autoguide has no {spec.class_name}"
+    return specs, skipped
+
+
+def run_cell(spec: Any, case: ModelCase, config: BenchConfig) -> CellResult:
+    """Time one guide (ours and Pyro's) on one model; never raises for a guide."""
+    cfg = config.resolved()
+    pyro_cls = getattr(pyro_autoguide, spec.class_name)
+    ours = Runner(spec.factory, case, seed=cfg.seed, lr=cfg.lr)
+    theirs = Runner(pyro_cls, case, seed=cfg.seed, lr=cfg.lr)
+    time_pair([ours, theirs], cfg.warmup, cfg.rounds, cfg.steps)
+    cell = CellResult(
+        guide=spec.name,
+        class_name=spec.class_name,
+        model=case.name,
+        ours=ours.result,
+        pyro=theirs.result,
+        loss_window=cfg.loss_window,
+    )
+    try:
+        cell.floor_ms = statistics.median(
+            measure_floor(case, cfg.floor_repeats, seed=cfg.seed)
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in the cell
+        cell.floor_error = error_text(exc)
+    return cell
+
+
+def machine_info() -> dict[str, Any]:
+    """Versions, threads and platform, for the JSON report."""
+    try:
+        import guide_core
+
+        ours = getattr(guide_core, "__version__", "unknown")
+    except Exception as exc:  # noqa: BLE001 - the report should still be written
+        ours = f"unimportable ({error_text(exc)})"
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "guide_core": ours,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "default_dtype": str(torch.get_default_dtype()),
+        "default_device": str(torch.get_default_device()),
+    }
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def run_benchmarks(config: BenchConfig | None = None) -> BenchResult:
+    """Run every selected (guide, model) cell.
+
+    The caller's param store and RNG state are left as they were: every side
+    runs in its own :class:`~benchmarks.isolation.Slot`.
+
+    Parameters
+    ----------
+    config : BenchConfig or None
+        Settings; the defaults run every guide on every full-size model.
+
+    Returns
+    -------
+    BenchResult
+    """
+    cfg = (config or BenchConfig()).resolved()
+    specs, skipped = select_guides(cfg.guides)
+    cases = build_suite(cfg.models, quick=cfg.quick)
+    result = BenchResult(cfg, skipped=skipped)
+    with _threads(cfg.threads), pyro.validation_enabled(cfg.validate):
+        result.machine = machine_info()
+        result.machine["validation"] = cfg.validate
+        for spec in specs:
+            for case in cases:
+                result.cells.append(run_cell(spec, case, cfg))
+    return result

@@ -1,0 +1,161 @@
+"""Write a :class:`~benchmarks.harness.BenchResult` as markdown and as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .harness import BenchResult
+
+__all__ = ["COLUMNS", "to_json", "to_markdown", "write_reports"]
+
+COLUMNS: tuple[str, ...] = (
+    "guide",
+    "model",
+    "ours ms/step",
+    "pyro ms/step",
+    "ratio",
+    "floor ms",
+    "ours/floor",
+    "pyro/floor",
+    "final loss ours",
+    "final loss pyro",
+)
+_ERROR_WIDTH = 100
+
+
+def _finite(x: Any) -> Any:
+    """Replace NaN/inf (which strict JSON lacks) by ``None``, recursively."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}" if x >= 1 else f"{x:.3f}"
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _loss(x: float | None) -> str:
+    return "-" if x is None else f"{x:.6g}"
+
+
+def _cell_text(text: str, width: int = _ERROR_WIDTH) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _row(cell: dict[str, Any]) -> list[str]:
+    ours = (
+        f"ERROR: {_cell_text(cell['ours_error'])}"
+        if cell["ours_error"]
+        else _ms(cell["ours_ms"])
+    )
+    pyro = (
+        f"ERROR: {_cell_text(cell['pyro_error'])}"
+        if cell["pyro_error"]
+        else _ms(cell["pyro_ms"])
+    )
+    floor = (
+        f"ERROR: {_cell_text(cell['floor_error'])}"
+        if cell["floor_error"]
+        else _ms(cell["floor_ms"])
+    )
+    return [
+        cell["guide"],
+        cell["model"],
+        ours,
+        pyro,
+        _ratio(cell["ratio"]),
+        floor,
+        _ratio(cell["ours_over_floor"]),
+        _ratio(cell["pyro_over_floor"]),
+        _loss(cell["final_loss_ours"]),
+        _loss(cell["final_loss_pyro"]),
+    ]
+
+
+def to_json(result: BenchResult) -> dict[str, Any]:
+    """Return the whole result as a strict-JSON-ready dict (NaN becomes null)."""
+    return _finite(
+        {
+            "machine": result.machine,
+            "config": dataclasses.asdict(result.config),
+            "columns": list(COLUMNS),
+            "cells": [cell.as_dict() for cell in result.cells],
+            "skipped": result.skipped,
+        }
+    )
+
+
+def to_markdown(result: BenchResult) -> str:
+    """Return the markdown report: a header, the table, skipped guides, errors."""
+    data = to_json(result)
+    m, c = data["machine"], data["config"]
+    lines = [
+        "# guide_core vs pyro.infer.autoguide",
+        "",
+        f"torch {m.get('torch')}, pyro {m.get('pyro')}, guide_core "
+        f"{m.get('guide_core')}, {m.get('torch_threads')} thread(s), "
+        f"{m.get('default_dtype')} on {m.get('default_device')}, "
+        f"{m.get('platform')}",
+        "",
+        f"Median ms per SVI step (Trace_ELBO, Adam lr={c['lr']}) over "
+        f"{c['rounds']} alternating rounds x {c['steps']} steps per side, after "
+        f"{c['warmup']} warm-up steps; ratio = ours/pyro; floor = model-only "
+        f"trace + log_prob_sum + backward; final loss = mean of the last "
+        f"{c['loss_window']} losses{' (quick sizes)' if c['quick'] else ''}. "
+        "Ratios come from this one run and are never asserted on.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2)) + "|",
+    ]
+    lines += ["| " + " | ".join(_row(cell)) + " |" for cell in data["cells"]]
+    if not data["cells"]:
+        lines.append("| " + " | ".join(["(no cells)"] + [""] * 9) + " |")
+    if data["skipped"]:
+        lines += ["", "Skipped guides:", ""]
+        lines += [f"- `{name}`: {why}" for name, why in data["skipped"].items()]
+    errors = [
+        (cell["guide"], cell["model"], side, cell[f"{side}_error"])
+        for cell in data["cells"]
+        for side in ("ours", "pyro", "floor")
+        if cell[f"{side}_error"]
+    ]
+    if errors:
+        lines += ["", "Errors:", ""]
+        lines += [
+            f"- `{guide}` on `{model}` ({side}): {_cell_text(text, 10_000)}"
+            for guide, model, side, text in errors
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(result: BenchResult, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``bench.md`` and ``bench.json`` into ``out_dir`` (created if needed).
+
+    Returns
+    -------
+    (Path, Path)
+        The markdown and JSON paths.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = out / "bench.md", out / "bench.json"
+    md_path.write_text(to_markdown(result), encoding="utf-8")
+    json_path.write_text(
+        json.dumps(to_json(result), indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    return md_path, json_path

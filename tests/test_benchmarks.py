@@ -1,0 +1,236 @@
+"""Smoke tests of the benchmark harness (``python -m benchmarks``) and its models.
+
+Only the mechanics are checked: that cells are measured and reported, that a
+guide that raises becomes an error cell, and that the two sides of a cell are
+isolated. Timings and ratios are never asserted on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyro
+import pyro.infer.autoguide as pyro_autoguide
+import pytest
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+# ``benchmarks`` lives at the repository root, which is not installed and is not
+# on sys.path when pytest is run as a script (nox); put it there.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import (  # noqa: E402
+    MODEL_NAMES,
+    BenchConfig,
+    Slot,
+    build_model,
+    build_suite,
+    run_benchmarks,
+    select_guides,
+)
+from benchmarks.__main__ import main  # noqa: E402
+from benchmarks.timing import fixed_latents  # noqa: E402
+from guide_core import GuideSpec, hookimpl, registry  # noqa: E402
+
+DELTA, BROKEN, NOWHERE = "bench_test_delta", "bench_test_broken", "bench_test_nowhere"
+
+
+class AutoDelta(pyro_autoguide.AutoDelta):
+    """Pyro's own AutoDelta, registered as "ours" (allowed in tests only)."""
+
+
+class AutoNormal(pyro_autoguide.AutoNormal):
+    """A guide that fails on every model, as an unsupported case would."""
+
+    def _setup_prototype(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError("bench test: this model is not supported")
+
+
+class AutoBenchNowhere(pyro_autoguide.AutoDelta):
+    """A guide whose class name Pyro lacks, so there is nothing to compare."""
+
+
+class _BenchTestPlugin:
+    @hookimpl
+    def register_guides(self, register: Callable[[GuideSpec], None]) -> None:
+        for name, factory in [(DELTA, AutoDelta), (BROKEN, AutoNormal)]:
+            register(
+                GuideSpec(
+                    name=name, factory=factory, family="bench_test", summary="test"
+                )
+            )
+        register(
+            GuideSpec(
+                name=NOWHERE, factory=AutoBenchNowhere, family="bench_test", summary="t"
+            )
+        )
+
+
+@pytest.fixture
+def bench_plugin() -> Iterator[str]:
+    """Register the test plugin for one test; always unregister it."""
+    name = registry.register(_BenchTestPlugin(), name="bench_test_plugin")
+    try:
+        yield name
+    finally:
+        registry.unregister(name)
+    assert DELTA not in registry.names()
+
+
+def _latent_shapes(case) -> dict[str, tuple[int, ...]]:
+    trace = poutine.trace(case.model).get_trace(*case.args)
+    return {
+        name: tuple(site["value"].shape)
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and not site_is_subsample(site)
+    }
+
+
+# -- the model suite -----------------------------------------------------------
+
+EXPECTED = {
+    "tiny": {"scale": (), "loc": (), "coef": (2,)},
+    "hierarchical": {"loc": (), "scale": (), "theta": (1000,)},
+    "logistic": {"weights": (200,)},
+    "random_walk": {"increments": (500,)},
+}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_model_has_the_stated_latents(name: str) -> None:
+    case = build_model(name)
+    assert _latent_shapes(case) == EXPECTED[name] == case.latents
+    assert list(fixed_latents(case)) == list(EXPECTED[name])
+    for arg in case.args:
+        assert arg.dtype == torch.get_default_dtype()
+        assert torch.isfinite(arg).all()
+
+
+def test_model_sizes() -> None:
+    assert build_model("logistic").args[0].shape == (5000, 200)
+    assert build_model("hierarchical").args[0].shape == (1000,)
+    assert build_model("tiny").args[1].shape[0] >= 3
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_quick_model_is_smaller_and_traces(name: str) -> None:
+    full, quick = build_model(name), build_model(name, quick=True)
+    shapes = _latent_shapes(quick)
+    assert list(shapes) == list(quick.latents) == list(full.latents)
+    assert sum(math.prod(s) for s in shapes.values()) <= sum(
+        math.prod(s) for s in full.latents.values()
+    )
+
+
+def test_model_data_are_fixed_and_leave_the_global_rng_alone() -> None:
+    rng = torch.get_rng_state()
+    first, second = build_suite(quick=True), build_suite(quick=True)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert [c.name for c in first] == list(MODEL_NAMES)
+    for a, b in zip(first, second):
+        assert all(torch.equal(x, y) for x, y in zip(a.args, b.args))
+    with pytest.raises(ValueError, match="unknown benchmark model"):
+        build_suite(["nope"])
+
+
+# -- isolation -----------------------------------------------------------------
+
+
+def test_slots_isolate_params_and_rng() -> None:
+    pyro.param("outer", torch.tensor(7.0))
+    a, b = Slot(seed=3), Slot(seed=3)
+    with a.active():
+        assert "outer" not in pyro.get_param_store()
+        pyro.param("x", torch.tensor(1.0))
+        draw_a = torch.randn(3)
+    with b.active():
+        assert "x" not in pyro.get_param_store()
+        pyro.param("x", torch.tensor(2.0))
+        draw_b = torch.randn(3)
+    with a.active():
+        assert pyro.param("x").item() == 1.0
+        next_a = torch.randn(3)
+    with b.active():
+        next_b = torch.randn(3)
+    assert torch.equal(draw_a, draw_b) and torch.equal(next_a, next_b)
+    assert list(pyro.get_param_store()) == ["outer"]
+    assert a.param_names == b.param_names == ["x"]
+
+
+# -- the harness ---------------------------------------------------------------
+
+
+def _finite_positive(x: object) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_harness_reports_cells_and_error_cells(
+    bench_plugin: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pyro.param("sentinel", torch.tensor(1.0))
+    rng = torch.get_rng_state()
+    argv = ["--quick", "--guides", f"{DELTA},{BROKEN}", "--models", "tiny,logistic"]
+    argv += ["--steps", "2", "--rounds", "2", "--warmup", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+
+    # The caller's param store and RNG are untouched.
+    assert list(pyro.get_param_store()) == ["sentinel"]
+    assert torch.equal(rng, torch.get_rng_state())
+
+    data = json.loads((tmp_path / "bench.json").read_text())
+    md = (tmp_path / "bench.md").read_text()
+    assert printed == md
+    assert data["machine"]["torch"] == torch.__version__
+    assert data["machine"]["pyro"] == pyro.__version__
+    assert data["machine"]["torch_threads"] == 1
+    cells = {(c["guide"], c["model"]): c for c in data["cells"]}
+    assert set(cells) == {(g, m) for g in (DELTA, BROKEN) for m in ("tiny", "logistic")}
+
+    for model in ("tiny", "logistic"):
+        cell = cells[(DELTA, model)]
+        assert cell["class_name"] == "AutoDelta"
+        for key in ("ours_ms", "pyro_ms", "ratio", "floor_ms", "ours_over_floor"):
+            assert _finite_positive(cell[key]), (key, cell[key])
+        assert _finite_positive(cell["pyro_over_floor"])
+        assert len(cell["ours_steps_ms"]) == len(cell["pyro_steps_ms"]) == 4
+        assert math.isfinite(cell["final_loss_ours"])
+        # Same class, same seed, separate param stores: the same trajectory.
+        assert cell["final_loss_ours"] == pytest.approx(cell["final_loss_pyro"])
+        assert cell["ours_error"] is cell["pyro_error"] is None
+        assert f"| {DELTA} | {model} | " in md
+
+        broken = cells[(BROKEN, model)]
+        assert "NotImplementedError" in broken["ours_error"]
+        assert "not supported" in broken["ours_error"]
+        assert broken["ours_ms"] is None and broken["ratio"] is None
+        assert broken["final_loss_ours"] is None
+        assert _finite_positive(broken["pyro_ms"]) and broken["pyro_error"] is None
+        assert math.isfinite(broken["final_loss_pyro"])
+    assert f"| {BROKEN} | tiny | ERROR: NotImplementedError" in md
+
+
+def test_guides_pyro_lacks_are_skipped(bench_plugin: str) -> None:
+    specs, skipped = select_guides([DELTA, NOWHERE])
+    assert [s.name for s in specs] == [DELTA]
+    assert "AutoBenchNowhere" in skipped[NOWHERE]
+    result = run_benchmarks(BenchConfig(guides=(NOWHERE,), models=("tiny",)))
+    assert result.cells == [] and NOWHERE in result.skipped
+
+
+def test_cli_rejects_unknown_names(
+    bench_plugin: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--quick", "--guides", DELTA, "--models", "nope"]) == 2
+    assert main(["--quick", "--guides", "no_such_guide", "--out", str(tmp_path)]) == 2
+    assert "unknown benchmark model" in capsys.readouterr().err
+    assert not (tmp_path / "bench.json").exists()
