@@ -7,8 +7,9 @@ Implementing a guide family
    :meth:`AutoGuide._wrap_init` so the prototype runs under it.
 2. Override ``_setup_prototype(*args, **kwargs)``: call ``super()`` first, then
    create parameters from ``self._prototype.sites`` (a :class:`SiteFacts` each).
-3. Implement ``forward(*args, **kwargs)``: call ``self._ensure_setup(...)``,
-   enter ``self._site_plates(site)`` for each site and return ``{name: value}``.
+3. Implement ``forward(*args, **kwargs)``: call ``self._ensure_setup(...)``
+   and ``self._create_plates(...)``, then for each site enter
+   ``self._site_plates(site)`` and sample it; return ``{name: value}``.
 4. For ``median``/``quantiles``, either implement
    ``_unconstrained_marginals()`` (elementwise distributions of each site's
    unconstrained value) or override ``_median``/``_quantiles``.

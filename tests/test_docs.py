@@ -1,0 +1,88 @@
+"""The documentation covers the code: every hook, every public name, every guide.
+
+The Sphinx build itself (warnings as errors, as in ``nox -s docs``) is slow and
+needs the ``docs`` extra, so it is marked ``slow`` and skipped without Sphinx.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import guide_core
+from guide_core import hookspecs
+from guide_core.registry import Registry
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _hookspecs() -> dict[str, object]:
+    marker = f"{hookspecs.PROJECT}_spec"
+    return {
+        name: fn
+        for name, fn in vars(hookspecs).items()
+        if inspect.isfunction(fn) and hasattr(fn, marker)
+    }
+
+
+def _plain_signature(name: str, fn: object) -> str:
+    """``name(params)`` as Python writes it, without annotations."""
+    sig = inspect.signature(fn)
+    params = [p.replace(annotation=p.empty) for p in sig.parameters.values()]
+    plain = sig.replace(parameters=params, return_annotation=sig.empty)
+    return f"{name}{plain}"
+
+
+def test_there_are_hookspecs():
+    assert _hookspecs(), "found no function marked as a guide_core hookspec"
+
+
+@pytest.mark.parametrize("name", sorted(_hookspecs()))
+def test_hook_documented_with_exact_signature(name):
+    fn = _hookspecs()[name]
+    expected = _plain_signature(name, fn)
+    text = (DOCS / "plugins.rst").read_text(encoding="utf-8")
+    assert f".. function:: {expected}\n" in text, (
+        f"docs/plugins.rst does not document the hook {name!r} with its exact "
+        f"signature; add a '.. function:: {expected}' entry under 'Hooks'"
+    )
+    assert (inspect.getdoc(fn) or "").strip(), f"hookspec {name!r} has no docstring"
+
+
+@pytest.mark.parametrize("name", sorted(guide_core.__all__))
+def test_public_name_in_api_reference(name):
+    text = (DOCS / "api.rst").read_text(encoding="utf-8")
+    assert re.search(rf"\b{re.escape(name)}\b", text), (
+        f"guide_core.{name} is public (in __all__) but docs/api.rst never mentions it"
+    )
+
+
+def test_every_installed_guide_is_documented():
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.rst")))
+    reg = Registry(autoload=True)
+    missing = [
+        f"{name} ({reg.info(name).class_name}, family {reg.info(name).family!r})"
+        for name in reg.names()
+        if not re.search(rf"\b{re.escape(name)}\b", text)
+    ]
+    assert not missing, (
+        "installed guides missing from the docs (add them to a guide-family "
+        f"table in docs/families.rst): {', '.join(missing)}"
+    )
+
+
+@pytest.mark.slow
+def test_sphinx_build_has_no_warnings(tmp_path):
+    pytest.importorskip("sphinx")
+    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html"]
+    cmd += ["-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "html")]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, (
+        f"sphinx-build failed:\n{result.stdout}\n{result.stderr}"
+    )
+    assert (tmp_path / "html" / "plugins.html").exists()
