@@ -16,7 +16,6 @@ down. ``GUIDE_CORE_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points and
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from typing import Any
@@ -25,6 +24,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
+from .checks import check_keywords, require_extras
 from .discovery import (
     DISABLE_AUTOLOAD_ENV,
     DISABLE_PLUGINS_ENV,
@@ -34,13 +34,10 @@ from .discovery import (
     default_entry_points,
     env_flag,
     load_entry_points,
-    missing_modules,
 )
 from .errors import (
     BrokenPluginError,
     DuplicateNameError,
-    MissingExtraError,
-    UnexpectedKeywordError,
     UnknownBackendError,
     UnknownGuideError,
     UnknownInitStrategyError,
@@ -313,13 +310,8 @@ class Registry:
         guide does not take and :class:`MissingExtraError` for a missing package.
         """
         spec = self.info(name)
-        missing = missing_modules(spec.extras)
-        if missing:
-            raise MissingExtraError(
-                f"guide {spec.name!r} needs {', '.join(missing)}, which is not "
-                f"installed; install it with: pip install 'guide-core[{missing[0]}]'"
-            )
-        _check_keywords(spec, kwargs)
+        require_extras(f"guide {spec.name!r}", spec.extras)
+        check_keywords(spec, kwargs)
         if isinstance(kwargs.get("init_loc_fn"), str):
             kwargs["init_loc_fn"] = self.init_strategy(kwargs["init_loc_fn"])
         if spec.backends and isinstance(kwargs.get("backend"), str):
@@ -363,31 +355,10 @@ class Registry:
                 f"AutoGaussian back end {name!r} not found\n{did_you_mean(name, table)}"
                 f"installed back ends: {', '.join(sorted(table)) or '(none)'}"
             )
-        missing = missing_modules(spec.extras)
-        if missing:
-            hint = spec.install_hint or f"guide-core[{missing[0]}]"
-            raise MissingExtraError(
-                f"AutoGaussian back end {name!r} needs {', '.join(missing)}, which "
-                f"is not installed; install it with: pip install '{hint}'"
-            )
+        require_extras(
+            f"AutoGaussian back end {name!r}", spec.extras, spec.install_hint
+        )
         return spec
-
-
-def _check_keywords(spec: GuideSpec, kwargs: dict[str, Any]) -> None:
-    try:
-        params = list(inspect.signature(spec.factory).parameters.values())
-    except (TypeError, ValueError):  # builtins without a signature: let them check
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    accepted = [p.name for p in params[1:] if p.kind is not p.VAR_POSITIONAL]
-    for key in kwargs:
-        if key not in accepted:
-            raise UnexpectedKeywordError(
-                f"guide {spec.name!r} ({spec.class_name}) does not take keyword "
-                f"{key!r}\n{did_you_mean(key, accepted)}"
-                f"it takes: {', '.join(accepted) or '(no keywords)'}"
-            )
 
 
 _default = Registry()
