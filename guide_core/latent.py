@@ -20,7 +20,13 @@ from torch.distributions import Distribution, kl_divergence, register_kl
 
 from .prototype import SiteFacts
 
-__all__ = ["GuideDelta", "get_nested", "sample_constrained", "set_nested"]
+__all__ = [
+    "GuideDelta",
+    "emit_constrained",
+    "get_nested",
+    "sample_constrained",
+    "set_nested",
+]
 
 
 def set_nested(module: torch.nn.Module, name: str, value: Any) -> None:
@@ -97,22 +103,38 @@ def sample_constrained(
 ) -> torch.Tensor:
     """Sample ``base`` in the unconstrained space, then emit the site's value.
 
-    Samples the auxiliary site ``<name>_unconstrained`` from ``base``, maps it
-    through the site's bijection and samples the site itself as a point mass
-    whose log-density is the log-det of the inverse map (zero under a
-    ``poutine.mask(mask=False)``). Returns the constrained value.
+    Samples the auxiliary site ``<name>_unconstrained`` from ``base`` and hands
+    the draw to :func:`emit_constrained`. Returns the constrained value.
     """
     aux = aux_name or f"{site.name}_unconstrained"
     u = pyro.sample(aux, base, infer={"is_auxiliary": True})
+    return emit_constrained(site, u, base=base)
+
+
+def emit_constrained(
+    site: SiteFacts, u: torch.Tensor, *, base: Distribution | None = None
+) -> torch.Tensor:
+    """Map an unconstrained draw ``u`` to the site's support and sample the site.
+
+    The site is sampled as a point mass at the constrained value whose
+    log-density is the log-det of the inverse map (zero under a
+    ``poutine.mask(mask=False)``), so the ELBO sees the density of the
+    constrained value. ``base`` is the distribution ``u`` was drawn from when
+    it is the site's own (it enables analytic KL terms); families that draw
+    one joint latent for all sites leave it out. Returns the constrained value.
+    """
     transform = site.require_transform()
     value = transform(u)
-    if poutine.get_mask() is False:
+    identity = value is u  # real support: the log-det is identically zero
+    if identity or poutine.get_mask() is False:
         log_density = 0.0
     else:
         ladj = transform.inv.log_abs_det_jacobian(value, u)
         log_density = sum_rightmost(ladj, ladj.dim() - value.dim() + site.event_dim)
-    identity = transform.domain.event_dim == transform.codomain.event_dim and (
-        value is u
+    identity = (
+        base is not None
+        and transform.domain.event_dim == transform.codomain.event_dim
+        and value is u
     )
     point = GuideDelta(
         value,
