@@ -1,0 +1,283 @@
+"""The ``guide-core`` command line (also ``python -m guide_core``).
+
+``list`` shows the installed guides; ``fit`` fits one guide to a model and prints
+the summary and k-hat; ``compare`` fits several and prints one table. With no
+``MODULE:FUNCTION`` the model is the built-in eight-schools example. Mistakes in
+what the user typed are one-line errors with exit status 2 (``--debug`` shows
+the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyro
+import torch
+
+from . import registry
+from .cli_io import UsageError, check_model, load_data, load_model
+from .errors import RegistryError
+from .examples import EXAMPLES
+
+__all__ = ["main"]
+
+_FLAGS = (
+    "continuous",
+    "discrete",
+    "subsample",
+    "jit",
+    "mean_field",
+    "median",
+    "quantiles",
+)
+
+
+def _list(args: argparse.Namespace) -> int:
+    reg = registry.default_registry()
+    families = reg.families()
+    print(f"{len(reg)} guides in {len(families)} families")
+    for family, names in families.items():
+        print(f"\n[{family}]")
+        for name in names:
+            spec = reg.info(name)
+            caps = spec.capabilities.as_dict()
+            print(f"  {name:<36} {spec.class_name:<32} plugin: {spec.plugin}")
+            print(f"      {spec.summary}")
+            print(
+                f"      handles: {', '.join(f for f in _FLAGS if caps.get(f)) or '-'}"
+            )
+            if spec.backends:
+                print(f"      back ends: {', '.join(spec.backends)}")
+            if spec.extras:
+                print(f"      needs: {', '.join(spec.extras)}")
+    if reg.backends():
+        print("\nAutoGaussian back ends:")
+        for name, spec in reg.backends().items():
+            print(f"  {name:<12} {spec.summary} (plugin: {spec.plugin})")
+    print("\ninit strategies (init_loc_fn=<name>): " + ", ".join(reg.init_strategies()))
+    if reg.broken():
+        print("\nbroken plugins:")
+        for name, b in reg.broken().items():
+            print(f"  {name}: {type(b.error).__name__}: {b.error}")
+            print(f"      from {b.source}")
+            if args.verbose:
+                print("      " + b.traceback.replace("\n", "\n      "))
+    return 0
+
+
+def _problem(args: argparse.Namespace) -> tuple[Callable, tuple, dict[str, Any], str]:
+    """Return ``(model, args, kwargs, label)`` for the model the user chose."""
+    if args.model is None:
+        if args.data is not None:
+            raise UsageError("--data needs a model: give MODULE:FUNCTION as well")
+        model, data = EXAMPLES["eight_schools"]
+        return model, (), data(), "eight_schools (built-in example)"
+    model = load_model(args.model)
+    model_args, model_kwargs = load_data(args.data)
+    check_model(model, model_args, model_kwargs)
+    return model, model_args, model_kwargs, args.model
+
+
+def _default_guides() -> list[str]:
+    """Continuous guides that can be built from the model alone."""
+    names = []
+    for spec in registry.default_registry():
+        if not spec.capabilities.continuous or spec.extras:
+            continue
+        try:
+            params = list(inspect.signature(spec.factory).parameters.values())[1:]
+        except (TypeError, ValueError):
+            continue
+        required = [
+            p
+            for p in params
+            if p.default is p.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        if not required:
+            names.append(spec.name)
+    return names
+
+
+def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) -> Any:
+    from .fit import fit
+
+    model, model_args, model_kwargs, _ = problem
+    pyro.clear_param_store()
+    if args.seed is not None:
+        pyro.set_rng_seed(args.seed)
+    guide = registry.make(name, model)
+    return fit(
+        model,
+        guide,
+        *model_args,
+        optim=pyro.optim.Adam({"lr": args.lr}),
+        steps=args.steps,
+        tol=args.tol,
+        progress=progress,
+        khat=not args.no_khat,
+        khat_samples=args.khat_samples,
+        **model_kwargs,
+    )
+
+
+def _elbo(result: Any) -> float:
+    tail = result.losses[-min(len(result.losses), 50) :]
+    return -sum(tail) / len(tail) if tail else float("nan")
+
+
+def _fit_command(args: argparse.Namespace) -> int:
+    problem = _problem(args)
+    model, model_args, model_kwargs, label = problem
+    registry.info(args.guide)  # unknown names fail before any work
+    print(f"fitting {args.guide} to {label}")
+    result = _fit(args.guide, problem, args, progress=not args.quiet)
+    state = "converged" if result.converged else "stopped"
+    if result.interrupted:
+        state = "interrupted (what was learned is kept)"
+    print(
+        f"{state} after {result.steps} steps in {result.seconds:.1f} s "
+        f"({result.ms_per_step:.2f} ms/step); ELBO {_elbo(result):.3f}"
+    )
+    from .posterior import summary
+
+    table = summary(
+        result.guide, *model_args, num_samples=args.num_samples, **model_kwargs
+    )
+    print(table.table())
+    if result.khat is not None:
+        print(result.khat)
+    if args.save:
+        from .persist import save
+
+        save(result.guide, args.save)
+        print(f"saved to {args.save}")
+    return 0
+
+
+def _compare_command(args: argparse.Namespace) -> int:
+    problem = _problem(args)
+    names = args.guides.split(",") if args.guides else _default_guides()
+    names = [n.strip() for n in names if n.strip()]
+    for name in names:
+        registry.info(name)  # unknown names fail before any fitting
+    print(f"comparing {len(names)} guides on {problem[3]} ({args.steps} steps max)")
+    rows = []
+    for name in names:
+        start = time.perf_counter()
+        try:
+            result = _fit(name, problem, args, progress=False)
+        except Exception as exc:  # noqa: BLE001 - one guide failing is a row
+            if args.debug:
+                raise
+            rows.append((name, f"error: {type(exc).__name__}: {exc}".splitlines()[0]))
+            continue
+        khat = (
+            "-"
+            if result.khat is None
+            else f"{result.khat.value:.2f} {result.khat.verdict}"
+        )
+        rows.append(
+            (
+                name,
+                f"{_elbo(result):>12.3f}",
+                f"{result.ms_per_step:>8.2f}",
+                f"{khat:>10}",
+                f"{time.perf_counter() - start:>7.1f}",
+                f"{result.steps:>6}",
+            )
+        )
+    print(_table(("guide", "final ELBO", "ms/step", "k-hat", "time s", "steps"), rows))
+    return 0
+
+
+def _table(header: Sequence[str], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(header[0]), *(len(r[0]) for r in rows))] if rows else [5]
+    for i in range(1, len(header)):
+        cells = [r[i] for r in rows if len(r) > i]
+        widths.append(max([len(header[i]), *map(len, cells)]))
+    lines = [
+        "  ".join(
+            h.rjust(w) if i else h.ljust(w)
+            for i, (h, w) in enumerate(zip(header, widths))
+        )
+    ]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        if len(row) == 2:  # an error row
+            lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
+        else:
+            lines.append(
+                "  ".join(
+                    c.rjust(w) if i else c.ljust(w)
+                    for i, (c, w) in enumerate(zip(row, widths))
+                )
+            )
+    return "\n".join(lines)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model", nargs="?", help="MODULE:FUNCTION (default: the eight-schools example)"
+    )
+    parser.add_argument("--data", help="model data: .npz, .pt or .csv")
+    parser.add_argument("--steps", type=int, default=2000, help="maximum SVI steps")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    parser.add_argument("--tol", type=float, default=1e-4, help="convergence tolerance")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument(
+        "--khat-samples", type=int, default=500, help="samples for the PSIS k-hat"
+    )
+    parser.add_argument("--no-khat", action="store_true", help="skip the k-hat")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``guide-core``."""
+    parser = argparse.ArgumentParser(
+        prog="guide-core", description="Automatic variational guides for Pyro models."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="list the installed guides")
+    listing.add_argument("-v", "--verbose", action="store_true", help="tracebacks")
+    listing.set_defaults(run=_list)
+    fitting = commands.add_parser("fit", help="fit one guide and summarise it")
+    _add_model_options(fitting)
+    fitting.add_argument("--guide", default="auto_normal", help="registry name")
+    fitting.add_argument("--num-samples", type=int, default=1000, help="for summary")
+    fitting.add_argument("--save", help="save the fitted guide to this file")
+    fitting.add_argument("--quiet", action="store_true", help="no progress bar")
+    fitting.set_defaults(run=_fit_command)
+    comparing = commands.add_parser("compare", help="fit several guides, one table")
+    _add_model_options(comparing)
+    comparing.add_argument("--guides", help="comma-separated registry names")
+    comparing.set_defaults(run=_compare_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (UsageError, RegistryError) as exc:
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0]
+        print(f"guide-core: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("guide-core: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+        return 0
+    finally:
+        torch.set_grad_enabled(True)

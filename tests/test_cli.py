@@ -1,0 +1,163 @@
+"""The guide-core command line: list, fit, compare, and its one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from guide_core.cli import main
+
+MODEL_FILE = textwrap.dedent(
+    """
+    import pyro
+    import pyro.distributions as dist
+
+    def model(x, y=None):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(w * x, 0.5), obs=y)
+
+    def not_a_model(x, y=None):
+        return x
+
+    NOT_CALLABLE = 3
+    """
+)
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "my_models.py").write_text(MODEL_FILE)
+    (tmp_path / "broken_models.py").write_text("raise RuntimeError('boom')\n")
+    x = np.linspace(-1, 1, 20)
+    np.savez(tmp_path / "data.npz", x=x, y=2.0 * x)
+    np.savetxt(
+        tmp_path / "data.csv",
+        np.stack([x, 2 * x], 1),
+        delimiter=",",
+        header="x,y",
+        comments="",
+    )
+    torch.save({"x": torch.tensor(x), "y": torch.tensor(2 * x)}, tmp_path / "data.pt")
+    np.savez(tmp_path / "wrong.npz", z=x)
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_list_prints_families_and_init_strategies(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    assert "[normal]" in out and "auto_normal" in out
+    assert "init strategies (init_loc_fn=<name>):" in out
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run(
+        [sys.executable, "-m", "guide_core", "list"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "auto_normal" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("no_colon", "must look like MODULE:FUNCTION"),
+        ("no_such_module_xyz:model", "cannot import 'no_such_module_xyz'"),
+        ("{dir}/broken_models.py:model", "cannot import .*RuntimeError: boom"),
+        ("{dir}/my_models.py:missing", "has no function 'missing'"),
+        ("{dir}/my_models.py:NOT_CALLABLE", "is a int, not a model function"),
+        ("{dir}/my_models.py:not_a_model", "samples no latent site"),
+    ],
+)
+def test_bad_models_are_one_line_errors_with_exit_status_2(
+    capsys, files, spec, message
+):
+    spec = spec.format(dir=files)
+    code, _, err = run(capsys, "fit", spec, "--data", str(files / "data.npz"))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("guide-core: error: ")
+    assert __import__("re").search(message, err)
+
+
+def test_data_that_do_not_match_the_model_are_a_one_line_error(capsys, files):
+    spec = f"{files}/my_models.py:model"
+    code, _, err = run(capsys, "fit", spec, "--data", str(files / "wrong.npz"))
+    assert code == 2 and "the data do not match model()" in err
+    code, _, err = run(capsys, "fit", spec, "--data", str(files / "nope.npz"))
+    assert code == 2 and "does not exist" in err
+    code, _, err = run(capsys, "fit", spec, "--data", str(files / "my_models.py"))
+    assert code == 2 and "must be .npz, .pt or .csv" in err
+
+
+def test_unknown_guide_is_a_one_line_error(capsys):
+    code, _, err = run(capsys, "fit", "--guide", "auto_nromal", "--steps", "2")
+    assert code == 2 and "guide 'auto_nromal' not found" in err
+
+
+def test_debug_shows_the_traceback(files):
+    with pytest.raises(Exception, match="must look like MODULE:FUNCTION"):
+        main(["--debug", "fit", "no_colon"])
+
+
+@pytest.mark.parametrize("data", ["data.npz", "data.csv", "data.pt"])
+def test_fit_prints_progress_summary_and_khat_and_saves(capsys, files, data):
+    pytest.importorskip("guide_core.fit")
+    spec = f"{files}/my_models.py:model"
+    target = files / "fitted.pt"
+    code, out, _ = run(
+        capsys,
+        "fit",
+        spec,
+        "--data",
+        str(files / data),
+        "--steps",
+        "300",
+        "--lr",
+        "0.05",
+        "--quiet",
+        "--khat-samples",
+        "100",
+        "--save",
+        str(target),
+    )
+    assert code == 0, out
+    assert "fitting auto_normal to" in out and "ELBO" in out
+    assert "w" in out and "k-hat" in out
+    assert target.is_file()
+
+
+def test_compare_on_the_built_in_example_prints_one_table(capsys):
+    pytest.importorskip("guide_core.fit")
+    code, out, _ = run(
+        capsys,
+        "compare",
+        "--guides",
+        "auto_normal,auto_delta",
+        "--steps",
+        "50",
+        "--khat-samples",
+        "50",
+    )
+    assert code == 0
+    assert "eight_schools (built-in example)" in out
+    header = [line for line in out.splitlines() if line.startswith("guide")]
+    assert header and "final ELBO" in header[0] and "k-hat" in header[0]
+    assert (
+        sum(line.startswith(("auto_normal", "auto_delta")) for line in out.splitlines())
+        == 2
+    )
+
+
+def test_data_without_a_model_is_an_error(capsys, files):
+    code, _, err = run(capsys, "compare", "--data", str(files / "data.npz"))
+    assert code == 2 and "--data needs a model" in err
