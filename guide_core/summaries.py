@@ -13,7 +13,12 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import Distribution
 
-__all__ = ["as_quantiles", "distribution_median", "distribution_quantiles"]
+__all__ = [
+    "as_quantiles",
+    "distribution_median",
+    "distribution_quantiles",
+    "point_quantiles",
+]
 
 
 def as_quantiles(
@@ -88,3 +93,10 @@ def distribution_median(d: Distribution) -> torch.Tensor:
         return distribution_quantiles(d, q)[0]
     except NotImplementedError:
         return d.mean
+
+
+def point_quantiles(
+    values: dict[str, torch.Tensor], q: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Quantiles of point masses: each value repeated at every level (dim 0)."""
+    return {n: v.expand((q.numel(),) + v.shape) for n, v in values.items()}

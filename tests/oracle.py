@@ -120,6 +120,19 @@ def plated_model(data):
             pyro.sample("obs", dist.Normal(mu, 1.0), obs=data)
 
 
+def subsample_model(data):
+    """A local latent per data point in a plate of 8, subsampled 3 at a time."""
+    loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", 8, subsample_size=3) as idx:
+        x = pyro.sample("x", dist.Normal(loc, 1.0))
+        pyro.sample("obs", dist.Normal(x, 1.0), obs=data[idx])
+
+
+def subsample_plates(data):
+    """The ``create_plates`` of :func:`subsample_model`."""
+    return pyro.plate("data", 8, subsample_size=3)
+
+
 MODELS = {
     "scalar": scalar_model,
     "vector": vector_model,

@@ -7,7 +7,15 @@ import pyro.distributions as dist
 import pyro.infer.autoguide as oracle
 import pytest
 import torch
-from oracle import DATA, MODELS, assert_same_runs, run_svi, scalar_model
+from oracle import (
+    DATA,
+    MODELS,
+    assert_same_runs,
+    run_svi,
+    scalar_model,
+    subsample_model,
+    subsample_plates,
+)
 from pyro import poutine
 from pyro.infer import JitTrace_ELBO, Predictive, TraceEnum_ELBO, TraceMeanField_ELBO
 
@@ -100,17 +108,7 @@ def test_state_dict_loads_into_a_fresh_guide_and_into_pyros():
 
 
 def test_create_plates_subsampling_matches_pyro():
-    data = torch.randn(8)
-
-    def model(data):
-        loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
-        with pyro.plate("data", 8, subsample_size=3) as idx:
-            x = pyro.sample("x", dist.Normal(loc, 1.0))
-            pyro.sample("obs", dist.Normal(x, 1.0), obs=data[idx])
-
-    def create_plates(data):
-        return pyro.plate("data", 8, subsample_size=3)
-
+    data, model, create_plates = torch.randn(8), subsample_model, subsample_plates
     ours = run_svi(lambda m: AutoDelta(m, create_plates=create_plates), model, data)
     pyros = run_svi(
         lambda m: oracle.AutoDelta(m, create_plates=create_plates),

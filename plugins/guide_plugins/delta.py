@@ -12,6 +12,7 @@ from pyro.nn.module import PyroParam
 
 from guide_core import AutoGuide, Capabilities, GuideSpec, hookimpl, init_to_median
 from guide_core.latent import get_nested, set_nested
+from guide_core.summaries import point_quantiles
 
 __all__ = ["AutoDelta", "register_guides"]
 
@@ -68,7 +69,7 @@ class AutoDelta(AutoGuide):
     def _quantiles(
         self, q: torch.Tensor, *args: Any, **kwargs: Any
     ) -> dict[str, torch.Tensor]:
-        return {n: v.expand((len(q),) + v.shape) for n, v in self._median().items()}
+        return point_quantiles(self._median(), q)
 
 
 @hookimpl
