@@ -66,24 +66,30 @@ def distribution_quantiles(d: Distribution, q: torch.Tensor) -> torch.Tensor:
         If ``d`` has neither an inverse CDF nor a known reduction to one.
     """
     d = _unwrap(d)
-    shape = (-1,) + (1,) * len(d.batch_shape + d.event_shape)
     if isinstance(d, dist.Delta):
         return d.v.expand((q.numel(),) + d.v.shape)
     if isinstance(d, dist.MaskedDistribution):
         return distribution_quantiles(d.base_dist, q)
+    shape = (-1,) + (1,) * len(d.batch_shape + d.event_shape)
+    try:  # a distribution's own inverse CDF first (HalfCauchy is |Cauchy|, but
+        # its quantiles are not |Cauchy quantiles|)
+        like = d.mean
+        levels = q.to(device=like.device, dtype=like.dtype).reshape(shape)
+    except (NotImplementedError, AttributeError):
+        levels = q.reshape(shape)
+    try:
+        return d.icdf(levels)
+    except NotImplementedError:
+        pass
     if isinstance(d, torch.distributions.TransformedDistribution):
         x = distribution_quantiles(d.base_dist, q)
         for t in d.transforms:
             x = t(x)
         return x
-    levels = q.to(device=d.mean.device, dtype=d.mean.dtype).reshape(shape)
-    try:
-        return d.icdf(levels)
-    except NotImplementedError:
-        raise NotImplementedError(
-            f"cannot compute quantiles of {type(d).__name__}: it has no icdf; "
-            "override the guide's quantiles() for this site"
-        ) from None
+    raise NotImplementedError(
+        f"cannot compute quantiles of {type(d).__name__}: it has no icdf; "
+        "override the guide's quantiles() for this site"
+    )
 
 
 def distribution_median(d: Distribution) -> torch.Tensor:

@@ -207,3 +207,22 @@ def test_explicit_subsample_indices_of_the_model_are_respected():
         ).get_trace(data, idx)
         assert torch.equal(replayed.nodes["data"]["value"], idx)
     assert guide._prototype.explicit_subsamples == {"data"}
+
+
+@pytest.mark.parametrize(
+    "d",
+    [dist.HalfCauchy(2.0), dist.HalfNormal(2.0), dist.LogNormal(0.5, 1.0)],
+    ids=lambda d: type(d).__name__,
+)
+def test_distribution_quantiles_use_the_distributions_own_icdf(d):
+    from guide_core.summaries import distribution_median, distribution_quantiles
+
+    q = torch.tensor([0.25, 0.5, 0.75])
+    samples = d.sample((200_000,))
+    expected = torch.quantile(samples, q.to(samples.dtype))
+    torch.testing.assert_close(
+        distribution_quantiles(d, q), expected, rtol=0.02, atol=0.01
+    )
+    torch.testing.assert_close(
+        distribution_median(d), expected[1], rtol=0.02, atol=0.01
+    )
