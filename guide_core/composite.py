@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from pyro import poutine
+from pyro.poutine.guide import GuideMessenger
 from torch import nn
 
 from .guide import AutoGuide
-from .summaries import as_quantiles
+from .messenger import AutoMessenger
+from .summaries import as_quantiles, point_quantiles
 
 __all__ = ["AutoCallable", "AutoGuideList"]
 
 
 def _no_median(*args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
     return {}
+
+
+def _is_observed(msg: dict) -> bool:
+    return msg["type"] == "sample" and bool(msg["is_observed"])
+
+
+def _latent_median(
+    guide: AutoMessenger, *args: Any, **kwargs: Any
+) -> dict[str, torch.Tensor]:
+    # A messenger's median also holds the model's observed sites; a part's
+    # median holds only the latent sites it guides.
+    return guide._latent_values(guide.median(*args, **kwargs))
 
 
 class AutoCallable(AutoGuide):
@@ -30,7 +46,8 @@ class AutoCallable(AutoGuide):
         A Pyro guide, usually covering only part of the model's sites.
     median : callable, optional
         Returns ``{site name: median tensor}`` for the sites ``guide`` covers;
-        by default the part contributes no medians.
+        by default ``guide.median`` if the guide has one (a messenger guide
+        does), else the part contributes no medians.
     """
 
     def __init__(
@@ -43,20 +60,39 @@ class AutoCallable(AutoGuide):
             raise TypeError(f"'guide' must be callable: {guide!r}")
         super().__init__(model)
         self._guide = guide
+        if median is _no_median and callable(getattr(guide, "median", None)):
+            median = guide.median
+            if isinstance(guide, AutoMessenger):
+                median = functools.partial(_latent_median, guide)
         self.median = median
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Run the wrapped guide; return its result, or ``{}`` if it returns None."""
-        result = self._guide(*args, **kwargs)
+        if isinstance(poutine.unwrap(self._guide), GuideMessenger):
+            # A messenger runs the model: its observed sites are not the guide's.
+            with poutine.block(hide_fn=_is_observed):
+                result = self._guide(*args, **kwargs)
+        else:
+            result = self._guide(*args, **kwargs)
         return {} if result is None else result
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load at once: a wrapped guide has no prototype to wait for."""
+        return self._load_now(state_dict, strict)
 
     def quantiles(
         self, quantiles: Sequence[float] | torch.Tensor, *args: Any, **kwargs: Any
     ) -> dict[str, torch.Tensor]:
-        """Return the median at every level: a plain callable has no quantiles."""
+        """Return the guide's quantiles if it has them, else its median at every
+        level."""
+        own = getattr(self._guide, "quantiles", None)
+        if callable(own):
+            return own(quantiles, *args, **kwargs)
         q = as_quantiles(quantiles)
         median = self.median(*args, **kwargs)
-        return {n: v.expand((q.numel(),) + v.shape) for n, v in median.items()}
+        return point_quantiles(median, q)
 
 
 def _describe(index: int, part: nn.Module) -> str:
@@ -243,7 +279,5 @@ class AutoGuideList(AutoGuide, nn.ModuleList):
                 f"at every level: {reason}",
                 stacklevel=3,
             )
-            result.update(
-                {n: v.expand((q.numel(),) + v.shape) for n, v in median.items()}
-            )
+            result.update(point_quantiles(median, q))
         return result
