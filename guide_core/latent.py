@@ -22,6 +22,7 @@ from .prototype import SiteFacts
 
 __all__ = [
     "GuideDelta",
+    "constrain",
     "emit_constrained",
     "get_nested",
     "sample_constrained",
@@ -98,6 +99,25 @@ def _kl_guide_delta(p: GuideDelta, q: Distribution) -> torch.Tensor:
     return p.log_density - q.log_prob(p.v)
 
 
+def constrain(
+    site: SiteFacts, u: torch.Tensor, log_density: Any = 0.0, *, log_det: bool = True
+) -> tuple[torch.Tensor, Any]:
+    """Map an unconstrained value ``u`` of ``site`` to its support.
+
+    Returns ``(value, log_density)``: ``log_density`` plus the log-det of the
+    inverse map, summed over the site's event dims (nothing is added for an
+    identity bijection, under ``poutine.mask(mask=False)``, or when
+    ``log_det=False``, e.g. for a point-mass conditional).
+    """
+    transform = site.require_transform()
+    value = transform(u)
+    if log_det and value is not u and poutine.get_mask() is not False:
+        ladj = transform.inv.log_abs_det_jacobian(value, u)
+        ladj = sum_rightmost(ladj, ladj.dim() - value.dim() + site.event_dim)
+        log_density = log_density + ladj
+    return value, log_density
+
+
 def sample_constrained(
     site: SiteFacts, base: Distribution, *, aux_name: str | None = None
 ) -> torch.Tensor:
@@ -117,31 +137,19 @@ def emit_constrained(
     """Map an unconstrained draw ``u`` to the site's support and sample the site.
 
     The site is sampled as a point mass at the constrained value whose
-    log-density is the log-det of the inverse map (zero under a
-    ``poutine.mask(mask=False)``), so the ELBO sees the density of the
-    constrained value. ``base`` is the distribution ``u`` was drawn from when
-    it is the site's own (it enables analytic KL terms); families that draw
-    one joint latent for all sites leave it out. Returns the constrained value.
+    log-density is the log-det of the inverse map (see :func:`constrain`), so
+    the ELBO sees the density of the constrained value. ``base`` is the
+    distribution ``u`` was drawn from when it is the site's own (it enables
+    analytic KL terms); families that draw one joint latent for all sites
+    leave it out. Returns the constrained value.
     """
-    transform = site.require_transform()
-    value = transform(u)
-    identity = value is u  # real support: the log-det is identically zero
-    if identity or poutine.get_mask() is False:
-        log_density = 0.0
-    else:
-        ladj = transform.inv.log_abs_det_jacobian(value, u)
-        log_density = sum_rightmost(ladj, ladj.dim() - value.dim() + site.event_dim)
-    identity = (
-        base is not None
-        and transform.domain.event_dim == transform.codomain.event_dim
-        and value is u
-    )
+    value, log_density = constrain(site, u)
     point = GuideDelta(
         value,
         log_density=log_density,
         event_dim=site.event_dim,
         base=base,
         unconstrained=u,
-        identity=identity,
+        identity=base is not None and value is u,
     )
     return pyro.sample(site.name, point)

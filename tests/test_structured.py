@@ -1,0 +1,334 @@
+"""AutoStructured and StructuredReparam: differential tests against Pyro, errors."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import pyro
+import pyro.distributions as dist
+import pyro.infer.autoguide as oracle
+import pytest
+import torch
+from guide_plugins.structured import StructuredReparam
+from oracle import DATA, MODELS, assert_same_runs, run_svi
+from pyro import poutine
+from pyro.distributions import constraints
+from pyro.infer import JitTrace_ELBO, Predictive, Trace_ELBO
+from pyro.infer.mcmc import MCMC, NUTS
+
+import guide_core
+from guide_core import registry
+
+AutoStructured = guide_core.AutoStructured
+
+
+@pytest.mark.parametrize("conditional", ["mvn", "normal", "delta"])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_matches_pyro_parameters_losses_and_median(name, conditional):
+    def make(cls):
+        return lambda model: cls(model, conditionals=conditional)
+
+    ours = run_svi(make(AutoStructured), MODELS[name], DATA, levels=None)
+    pyros = run_svi(make(oracle.AutoStructured), MODELS[name], DATA, levels=None)
+    assert_same_runs(ours, pyros)
+
+
+def test_matches_pyro_under_jit():
+    model = MODELS["plated"]
+    ours = run_svi(AutoStructured, model, DATA, elbo=JitTrace_ELBO(), levels=None)
+    pyros = run_svi(
+        oracle.AutoStructured, model, DATA, elbo=JitTrace_ELBO(), levels=None
+    )
+    assert_same_runs(ours, pyros)
+
+
+def _noise(name, size):
+    def conditional():
+        scale = pyro.param(
+            f"{name}_noise_scale",
+            torch.full((size,), 0.2),
+            constraint=constraints.positive,
+        )
+        return pyro.sample(f"{name}_noise", dist.Normal(0.0, scale).to_event(1))
+
+    return conditional
+
+
+def test_matches_pyro_with_callable_conditionals_and_dependencies():
+    model = MODELS["plated"]
+
+    def make(cls):
+        def build(model):
+            shear = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.Tanh())
+            return cls(
+                model,
+                conditionals={"tau": "mvn", "mu": _noise("mu", 2)},
+                dependencies={"mu": {"tau": shear}},
+            )
+
+        return build
+
+    ours = run_svi(make(AutoStructured), model, DATA, levels=None)
+    pyros = run_svi(make(oracle.AutoStructured), model, DATA, levels=None)
+    assert_same_runs(ours, pyros)
+    assert any("deps.mu.tau" in name for name in ours.params)
+    assert "mu_noise_scale" in ours.params
+    trace = poutine.trace(ours.guide).get_trace(DATA)
+    assert trace.nodes["mu_noise"]["infer"] == {"is_auxiliary": True}
+
+
+def test_inferred_dependencies_and_param_names_are_pyros():
+    model = MODELS["constrained"]
+    ours, theirs = AutoStructured(model), oracle.AutoStructured(model)
+    ours(DATA)
+    our_names = sorted(pyro.get_param_store())
+    pyro.clear_param_store()
+    theirs(DATA)
+    assert ours.dependencies == theirs.dependencies
+    assert [n for n, _ in ours._sorted_sites] == [n for n, _ in theirs._sorted_sites]
+    assert our_names == sorted(pyro.get_param_store())
+    assert "AutoStructured.deps.bound.corr$$$weight" in our_names
+    assert ours.scale_constraint is oracle.AutoStructured.scale_constraint
+    assert ours.scale_tril_constraint is oracle.AutoStructured.scale_tril_constraint
+
+
+def test_learning_rate_recipe_of_the_reference_works():
+    model = MODELS["plated"]
+    seen = []
+
+    def optim_config(param_name):
+        config = {"lr": 0.01}
+        if "deps.mu.tau" in param_name:
+            config["lr"] *= 0.1
+            seen.append(param_name)
+        return config
+
+    guide = AutoStructured(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam(optim_config), Trace_ELBO())
+    svi.step(DATA)
+    assert len(seen) == 1 and "AutoStructured.deps.mu.tau" in seen[0]
+
+
+def test_get_deltas_forward_predictive_and_quantiles():
+    model = MODELS["plated"]
+    guide = AutoStructured(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(5):
+        svi.step(DATA)
+    deltas = guide.get_deltas()
+    assert list(deltas) == ["tau", "mu"]
+    assert isinstance(deltas["mu"], dist.Delta) and deltas["mu"].v.shape == (2, 1)
+    samples = Predictive(model, guide=guide, num_samples=4)(DATA)
+    assert samples["mu"].shape == (4, 2, 1)
+    quantiles = guide.quantiles([0.1, 0.5, 0.9], DATA)
+    assert quantiles["mu"].shape == (3, 2, 1)
+    torch.testing.assert_close(quantiles["tau"][1], guide.median(DATA)["tau"])
+    assert (quantiles["mu"][0] < quantiles["mu"][2]).all()
+
+
+def test_quantiles_are_the_exact_gaussian_marginals():
+    def model():
+        a = pyro.sample("a", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("b", dist.Normal(a.sum(), 1.0))
+        pyro.sample("c", dist.Normal(0.0, 1.0))
+
+    guide = AutoStructured(
+        model,
+        conditionals={"a": "mvn", "b": "delta", "c": "normal"},
+        dependencies={"b": {"a": "linear"}, "c": {"b": "linear"}},
+    )
+    guide()
+    with torch.no_grad():
+        guide.deps.b.a.weight.copy_(torch.tensor([[0.7, -0.4]]))
+        guide.deps.c.b.weight.fill_(2.0)
+    guide.scale_trils.a = torch.tensor([[1.0, 0.0], [0.5, 0.8]])
+    levels = torch.tensor([0.1, 0.9])
+    quantiles = guide.quantiles(levels)
+    white = {"a_aux": torch.randn(20000, 2), "c_aux": torch.randn(20000, 1)}
+    with poutine.condition(data=white), poutine.mask(mask=False):
+        draws = {n: d.v for n, d in guide.get_deltas().items()}
+    for name, value in draws.items():
+        empirical = value.quantile(levels, dim=0)
+        torch.testing.assert_close(quantiles[name], empirical, atol=0.02, rtol=0.05)
+
+
+def test_registered_and_made_by_name():
+    assert not registry.info("auto_structured").capabilities.subsample
+    guide = registry.make("auto_structured", MODELS["scalar"], conditionals="normal")
+    assert isinstance(guide, AutoStructured)
+
+
+# -- StructuredReparam ----------------------------------------------------------
+
+
+def funnel():
+    y = pyro.sample("y", dist.Normal(0.0, 3.0))
+    with pyro.plate("n", 4):
+        pyro.sample("x", dist.Normal(0.0, torch.exp(y / 2)))
+
+
+def _trained_funnel_guide(steps=100):
+    guide = AutoStructured(funnel, conditionals="normal")
+    svi = pyro.infer.SVI(funnel, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(steps):
+        svi.step()
+    return guide
+
+
+def test_reparametrized_model_traces_to_the_guides_deltas():
+    guide = _trained_funnel_guide(steps=20)
+    reparam = StructuredReparam(guide)
+    white = {"y_aux": torch.randn(1), "x_aux": torch.randn(4)}
+    model = poutine.condition(reparam.reparam(funnel), data=white)
+    trace = poutine.trace(model).get_trace()
+    with poutine.condition(data=white):
+        deltas = guide.get_deltas()
+    assert {"y_aux", "x_aux", "y", "x"} <= set(trace.stochastic_nodes) | set(
+        trace.observation_nodes
+    )
+    for name in ("y", "x"):
+        torch.testing.assert_close(trace.nodes[name]["value"], deltas[name].v)
+        assert trace.nodes[name]["is_observed"]
+    expected = reparam.transform_samples(white)
+    torch.testing.assert_close(expected["x"], deltas["x"].v)
+
+    # The density over the noise is the model's, times the Jacobian:
+    # log p(y) + log p(x | y) + log|d(y, x)/d noise| with a flat noise prior.
+    trace.compute_log_prob()
+    y, x = deltas["y"].v, deltas["x"].v
+    jacobian = guide.scales.y.log().sum() + guide.scales.x.log().sum()
+    expected = (
+        dist.Normal(0.0, 3.0).log_prob(y)
+        + dist.Normal(0.0, torch.exp(y / 2)).log_prob(x).sum()
+        + jacobian
+    )
+    total = sum(
+        site["log_prob_sum"] for site in trace.nodes.values() if "log_prob_sum" in site
+    )
+    torch.testing.assert_close(total, expected)
+
+
+def test_nuts_samples_the_model_posterior_through_the_reparam():
+    def model():
+        pyro.sample("x", dist.Normal(1.0, 10.0))
+
+    guide = AutoStructured(model, conditionals="normal")
+    guide()  # untrained: scale 0.1, so the noise is far from standard normal
+    reparam = StructuredReparam(guide)
+    pyro.set_rng_seed(1)
+    mcmc = MCMC(
+        NUTS(reparam.reparam(model)), 300, warmup_steps=150, disable_progbar=True
+    )
+    mcmc.run()
+    x = reparam.transform_samples(mcmc.get_samples())["x"]
+    assert x.shape == (300,)
+    assert 7.0 < x.std().item() < 13.0  # pyro's StructuredReparam gives ~0.1
+
+
+@pytest.mark.slow
+def test_nuts_on_the_funnel_recovers_the_prior_scale_of_y():
+    guide = _trained_funnel_guide(steps=500)
+    reparam = StructuredReparam(guide)
+    mcmc = MCMC(
+        NUTS(reparam.reparam(funnel)), 600, warmup_steps=300, disable_progbar=True
+    )
+    mcmc.run()
+    y = reparam.transform_samples(mcmc.get_samples())["y"]
+    assert abs(y.mean().item()) < 1.0
+    assert 2.0 < y.std().item() < 4.0
+
+
+def test_reparam_rejects_other_guides_and_untrained_ones():
+    with pytest.raises(TypeError, match="guide_core AutoStructured.*AutoNormal"):
+        StructuredReparam(guide_core.AutoNormal(funnel))
+    with pytest.raises(ValueError, match="never been called"):
+        StructuredReparam(AutoStructured(funnel))
+
+
+# -- bad input -----------------------------------------------------------------
+
+
+def test_unknown_conditional_is_an_error_naming_the_choices():
+    with pytest.raises(ValueError, match="unknown conditional 'diag' for every site"):
+        AutoStructured(funnel, conditionals="diag")
+    with pytest.raises(ValueError, match="'mvnn' for site 'x'.*'delta', 'normal'"):
+        AutoStructured(funnel, conditionals={"y": "normal", "x": "mvnn"})
+
+
+def test_unknown_dependency_type_is_an_error_naming_the_edge():
+    with pytest.raises(ValueError, match="'quadratic' for the edge 'y' -> 'x'"):
+        AutoStructured(funnel, dependencies={"x": {"y": "quadratic"}})
+
+
+def test_self_loop_and_cycle_are_errors_naming_the_sites():
+    with pytest.raises(ValueError, match="site 'x' depends on itself"):
+        AutoStructured(funnel, dependencies={"x": {"x": "linear"}})
+    cycle = {"x": {"y": "linear"}, "y": {"z": "linear"}, "z": {"x": "linear"}}
+    with pytest.raises(ValueError, match="cycle: 'x' -> 'z' -> 'y' -> 'x'"):
+        AutoStructured(funnel, dependencies=cycle)
+
+
+def test_dependency_on_a_missing_site_is_an_error_naming_it():
+    guide = AutoStructured(funnel, dependencies={"x": {"w": "linear"}})
+    with pytest.raises(ValueError, match="refer to 'w', which is not a latent site"):
+        guide()
+
+
+def test_conditionals_must_cover_every_site():
+    with pytest.raises(ValueError, match=r"no entry for site\(s\) 'x'.*'x': 'normal'"):
+        AutoStructured(funnel, conditionals={"y": "normal"})()
+    with pytest.raises(ValueError, match="names 'w', not a latent site"):
+        AutoStructured(funnel, conditionals={"y": "mvn", "x": "mvn", "w": "mvn"})()
+
+
+def test_subsampled_latent_site_is_an_error_naming_site_and_plate():
+    def model():
+        with pyro.plate("n", 10, subsample_size=3):
+            pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(NotImplementedError, match="site 'x'.*subsampled plate 'n'"):
+        AutoStructured(model)()
+
+
+def test_discrete_site_is_an_error_naming_the_site():
+    def model():
+        pyro.sample("k", dist.Categorical(torch.ones(3)))
+
+    with pytest.raises(ValueError, match="'k'"):
+        AutoStructured(model)()
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_non_positive_init_scale_is_an_error(bad):
+    with pytest.raises(ValueError, match="'init_scale' must be > 0"):
+        AutoStructured(funnel, init_scale=bad)
+
+
+def test_marginal_scales_refuse_callables_naming_the_site():
+    guide = AutoStructured(funnel, conditionals={"y": "normal", "x": _noise("x", 4)})
+    guide()
+    with pytest.raises(NotImplementedError, match="site 'x' has a callable"):
+        guide.quantiles([0.5])
+    assert math.isfinite(guide.median()["y"].item())
+
+
+def test_beside_a_discrete_guide_in_a_guide_list():
+    def model(data):
+        locs = pyro.sample("locs", dist.Normal(0.0, 5.0).expand([2]).to_event(1))
+        scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", len(data)):
+            z = pyro.sample("z", dist.Categorical(torch.tensor([0.5, 0.5])))
+            pyro.sample("obs", dist.Normal(locs[z], scale), obs=data)
+
+    guide = guide_core.AutoGuideList(model)
+    guide.append(AutoStructured(poutine.block(model, hide=["z"])))
+    guide.append(guide_core.AutoDiscreteParallel(poutine.block(model, expose=["z"])))
+    elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), elbo)
+    losses = [svi.step(DATA) for _ in range(5)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert guide[0].dependencies == {"scale": {"locs": "linear"}}
+    assert set(guide.median(DATA)) == {"locs", "scale", "z"}
+    state = pickle.loads(pickle.dumps(guide[0])).state_dict()
+    assert "deps.scale.locs.weight" in state
