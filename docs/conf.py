@@ -5,10 +5,10 @@ Build with warnings as errors::
     sphinx-build -W --keep-going -b html docs docs/_build
 
 Besides the settings, this file defines two small local directives used by
-``families.rst``: ``guide-family`` renders a family's table of Pyro classes and
+``families/*.rst``: ``guide-family`` renders a family's table of Pyro classes and
 registry names, and ``installed-guides`` lists every installed guide. Both
 state, at build time, what the installed plugins provide, so the page never
-claims a guide that is not there (and ``families.rst`` is re-read on every
+claims a guide that is not there (and ``families/*.rst`` are re-read on every
 build, so the status never comes from a stale cache).
 """
 
@@ -203,7 +203,7 @@ def _plain_defaults(app, what, name, obj, options, signature, return_annotation)
 
 def _always_reread(app, env, added, changed, removed) -> list[str]:
     """The installed plugins may have changed since the last build."""
-    return ["families"] if "families" in env.found_docs else []
+    return [doc for doc in env.found_docs if doc.startswith("families/")]
 
 
 def setup(app) -> dict:

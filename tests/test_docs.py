@@ -63,7 +63,7 @@ def test_public_name_in_api_reference(name):
 
 
 def test_every_installed_guide_is_documented():
-    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.rst")))
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.rglob("*.rst")))
     reg = Registry(autoload=True)
     missing = [
         f"{name} ({reg.info(name).class_name}, family {reg.info(name).family!r})"
@@ -72,7 +72,7 @@ def test_every_installed_guide_is_documented():
     ]
     assert not missing, (
         "installed guides missing from the docs (add them to a guide-family "
-        f"table in docs/families.rst): {', '.join(missing)}"
+        f"table in docs/families/<family>.rst): {', '.join(missing)}"
     )
 
 
@@ -130,3 +130,21 @@ def test_the_migration_example_in_the_docs_runs(capsys):
     exec(code, {})  # noqa: S102 - the documented example itself
     printed = capsys.readouterr().out
     assert "AutoNormal.locs.loc" in printed
+
+
+FAMILY_PAGES = sorted((DOCS / "families").glob("*.rst"))
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in FAMILY_PAGES if p.stem != "index"], ids=lambda p: p.stem
+)
+def test_every_family_page_has_an_example_that_runs(page, capsys):
+    import pyro
+
+    family = page.stem
+    if family not in Registry(autoload=True).families():
+        pytest.skip(f"family {family!r} is not installed")
+    pyro.clear_param_store()
+    code = _code_block_after(page.read_text(), "\nExample\n")
+    exec(code, {})  # noqa: S102 - the documented example itself
+    assert capsys.readouterr().out.strip(), "the example prints what it shows"
