@@ -292,13 +292,25 @@ class Registry:
     def find_class(self, class_name: str) -> Any:
         """Return the registered guide or back-end class called ``class_name``.
 
+        An abstract base class that a family does not register by name (such
+        as ``AutoContinuous``) is found as a base of the classes it does
+        register, so it can be imported for subclassing.
+
         Raises :class:`AttributeError` if no plugin registers such a class.
         """
         self.load()
-        for hook in (_GUIDES, _BACKENDS):
-            for spec in self._tables[hook].values():
-                if getattr(spec.factory, "__name__", None) == class_name:
-                    return spec.factory
+        factories = [
+            spec.factory
+            for hook in (_GUIDES, _BACKENDS)
+            for spec in self._tables[hook].values()
+        ]
+        for factory in factories:
+            if getattr(factory, "__name__", None) == class_name:
+                return factory
+        for factory in factories:
+            for base in getattr(factory, "__mro__", ())[1:]:
+                if base.__name__ == class_name:
+                    return base
         raise AttributeError(class_name)
 
     def make(self, name: str, model: Callable, **kwargs: Any) -> Any:
