@@ -32,7 +32,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import registry
+from .compose import compose
 from .composite import AutoCallable, AutoGuideList
+from .diagnostics import KHat, psis_khat
 from .errors import (
     BrokenPluginError,
     DuplicateNameError,
@@ -43,6 +45,7 @@ from .errors import (
     UnknownGuideError,
     UnknownInitStrategyError,
 )
+from .fit import FitResult, NonFiniteLossError, fit
 from .guide import AutoGuide
 from .hookspecs import hookimpl, hookspec
 from .initialization import (
@@ -56,12 +59,15 @@ from .initialization import (
     init_to_value,
 )
 from .messenger import AutoMessenger
+from .persist import FORMAT_VERSION, load, save
+from .posterior import Summary, sample_posterior, summary, to_inference_data
 from .prototype import PlateFacts, Prototype, SiteFacts
 from .spec import BackendSpec, Capabilities, GuideSpec, InitStrategySpec
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FORMAT_VERSION",
     "AutoCallable",
     "AutoGuide",
     "AutoGuideList",
@@ -70,18 +76,24 @@ __all__ = [
     "BrokenPluginError",
     "Capabilities",
     "DuplicateNameError",
+    "FitResult",
     "GuideSpec",
     "InitMessenger",
     "InitStrategySpec",
+    "KHat",
     "MissingExtraError",
+    "NonFiniteLossError",
     "PlateFacts",
     "Prototype",
     "RegistryError",
     "SiteFacts",
+    "Summary",
     "UnexpectedKeywordError",
     "UnknownBackendError",
     "UnknownGuideError",
     "UnknownInitStrategyError",
+    "compose",
+    "fit",
     "hookimpl",
     "hookspec",
     "init_to_feasible",
@@ -91,7 +103,13 @@ __all__ = [
     "init_to_sample",
     "init_to_uniform",
     "init_to_value",
+    "load",
+    "psis_khat",
     "registry",
+    "sample_posterior",
+    "save",
+    "summary",
+    "to_inference_data",
 ]
 
 

@@ -19,6 +19,7 @@ Implementing a guide family
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -37,7 +38,7 @@ from .prototype import (
 )
 from .summaries import as_quantiles, distribution_median, distribution_quantiles
 
-__all__ = ["AutoGuide", "validate_init_scale"]
+__all__ = ["AutoGuide", "record_init_call", "validate_init_scale"]
 
 
 def validate_init_scale(init_scale: Any) -> float:
@@ -49,6 +50,31 @@ def validate_init_scale(init_scale: Any) -> float:
     if not init_scale > 0:
         raise ValueError(f"'init_scale' must be > 0: {init_scale!r}")
     return float(init_scale)
+
+
+def record_init_call(cls: type) -> None:
+    """Make ``cls.__init__`` note the arguments it was called with.
+
+    The outermost ``__init__`` of a construction keeps ``(args, kwargs)`` after
+    the model in ``_init_call``; :func:`guide_core.save` stores them, so that
+    :func:`guide_core.load` can build the same guide again. Every subclass of
+    :class:`AutoGuide` and :class:`~guide_core.AutoMessenger` gets this
+    automatically; ``inspect.signature`` still shows the real ``__init__``.
+    """
+    init = cls.__dict__.get("__init__")
+    if init is None or getattr(init, "_records_call", False):
+        return
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if "_init_call" not in self.__dict__:
+            rest = args[1:] if args else ()
+            named = {k: v for k, v in kwargs.items() if k != "model"}
+            self.__dict__["_init_call"] = (rest, named)
+        init(self, *args, **kwargs)
+
+    __init__._records_call = True
+    cls.__init__ = __init__
 
 
 class AutoGuide(PyroModule):
@@ -70,6 +96,10 @@ class AutoGuide(PyroModule):
     """
 
     _prototype_hide_fn = staticmethod(prototype_hide_fn)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        record_init_call(cls)  # so that guide_core.save can rebuild the guide
 
     def __init__(self, model: Callable, *, create_plates: Callable | None = None):
         super().__init__(name=type(self).__name__)
@@ -305,3 +335,18 @@ class AutoGuide(PyroModule):
         """
         self._ensure_setup(*args, **kwargs)
         return self._quantiles(as_quantiles(quantiles), *args, **kwargs)
+
+    def sample_posterior(
+        self, *args: Any, num_samples: int = 1000, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """Draw ``num_samples`` times; see :func:`guide_core.sample_posterior`.
+
+        Returns
+        -------
+        dict
+            ``{site name: tensor}`` for every latent and deterministic site of
+            the model, with the draws on dim 0.
+        """
+        from .posterior import sample_posterior
+
+        return sample_posterior(self, *args, num_samples=num_samples, **kwargs)

@@ -20,6 +20,7 @@ from pyro.poutine.guide import GuideMessenger
 from pyro.poutine.runtime import get_plates
 from pyro.poutine.util import site_is_subsample
 
+from .guide import record_init_call
 from .summaries import as_quantiles, distribution_median, distribution_quantiles
 
 __all__ = ["AutoMessenger"]
@@ -40,6 +41,10 @@ class AutoMessenger(GuideMessenger, PyroModule, metaclass=_AutoMessengerMeta):
         Names of plates across which guide parameters are shared rather than
         created per element; use it when subsampling such a plate.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        record_init_call(cls)  # so that guide_core.save can rebuild the guide
 
     def __init__(self, model: Callable, *, amortized_plates: tuple[str, ...] = ()):
         if isinstance(amortized_plates, str):
@@ -118,6 +123,21 @@ class AutoMessenger(GuideMessenger, PyroModule, metaclass=_AutoMessengerMeta):
             summary = lambda d, q=q: distribution_quantiles(d, q.reshape(1))[0]  # noqa: E731
             runs.append(self._latent_values(self._summarize(summary, args, kwargs)))
         return {name: torch.stack([r[name] for r in runs]) for name in runs[0]}
+
+    def sample_posterior(
+        self, *args: Any, num_samples: int = 1000, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """Draw ``num_samples`` times; see :func:`guide_core.sample_posterior`.
+
+        Returns
+        -------
+        dict
+            ``{site name: tensor}`` for every latent and deterministic site of
+            the model, with the draws on dim 0.
+        """
+        from .posterior import sample_posterior
+
+        return sample_posterior(self, *args, num_samples=num_samples, **kwargs)
 
     def _latent_values(
         self, values: dict[str, torch.Tensor]

@@ -320,7 +320,11 @@ class Registry:
         is checked against the installed back ends. Besides the errors of
         :meth:`info`, raises :class:`UnexpectedKeywordError` for a keyword the
         guide does not take and :class:`MissingExtraError` for a missing package.
+        ``name="auto"`` builds :func:`compose` ``(model, **kwargs)``;
+        ``init_from=trained_guide`` starts at that guide's median.
         """
+        if name == "auto" or "init_from" in kwargs:
+            return make_guide(self, name, model, kwargs)
         spec = self.info(name)
         require_extras(f"guide {spec.name!r}", spec.extras)
         check_keywords(spec, kwargs)
@@ -395,10 +399,13 @@ init_strategy = _default.init_strategy
 init_strategies = _default.init_strategies
 backend = _default.backend
 backends = _default.backends
+from .compose import compose, make_guide  # noqa: E402 - compose needs the registry
+
 __all__ += [
     "backend",
     "backends",
     "broken",
+    "compose",
     "families",
     "find_class",
     "info",

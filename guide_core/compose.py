@@ -1,0 +1,383 @@
+"""A guide per site without ``poutine.block``, and warm starts from a trained guide.
+
+:func:`compose` builds a :class:`ComposedGuide`: an
+:class:`~guide_core.AutoGuideList` that, at its first call (when the model's
+arguments are known), traces the model and gives each latent site a guide —
+discrete sites to the ``discrete`` guide, the others to the ``default`` one,
+either overridden per site by ``assignments`` — then builds one part per guide
+on the model blocked to that guide's sites::
+
+    guide = registry.compose(model, {"assignment": "auto_discrete_parallel"},
+                             default="auto_normal")
+    # the same as: registry.make("auto", model, assignments={...})
+
+:func:`make_guide` is what ``registry.make`` calls for the name ``"auto"`` and
+for ``init_from=``: a warm start at a trained guide's median.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pyro import poutine
+
+from .composite import AutoGuideList
+from .errors import UnexpectedKeywordError, UnknownGuideError
+from .initialization import init_to_feasible, init_to_value
+from .prototype import SiteFacts
+
+if TYPE_CHECKING:
+    from .registry import Registry
+    from .spec import GuideSpec
+
+__all__ = ["ComposedGuide", "CompositionError", "compose", "make_guide"]
+
+
+class CompositionError(ValueError):
+    """A site cannot go to the guide it was assigned (or does not exist)."""
+
+
+def _registry(registry: Registry | None) -> Registry:
+    from .registry import default_registry
+
+    return registry if registry is not None else default_registry()
+
+
+def accepts(spec: GuideSpec, keyword: str) -> bool:
+    """Whether the guide of ``spec`` takes the constructor keyword ``keyword``."""
+    for target in (spec.factory, getattr(spec.factory, "__init__", None)):
+        try:
+            params = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            continue
+        if keyword in params:
+            return True
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return False
+    return True  # nothing to introspect: let the guide check
+
+
+def _default_init(spec: GuideSpec) -> Callable:
+    for target in (spec.factory, getattr(spec.factory, "__init__", None)):
+        try:
+            param = inspect.signature(target).parameters.get("init_loc_fn")
+        except (TypeError, ValueError):
+            continue
+        if param is not None and param.default is not param.empty:
+            return param.default
+    return init_to_feasible
+
+
+# -- warm start -------------------------------------------------------------------
+
+
+def trained_values(init_from: Any) -> dict[str, torch.Tensor]:
+    """Return the values to start from: a trained guide's median, or a dict."""
+    if isinstance(init_from, Mapping):
+        return {k: torch.as_tensor(v).detach().clone() for k, v in init_from.items()}
+    median = getattr(init_from, "median", None)
+    if not callable(median):
+        raise TypeError(
+            "init_from must be a trained guide (with a median) or a {site: value} "
+            f"dict, not {init_from!r}"
+        )
+    who = type(init_from).__name__
+    try:
+        values = median()
+    except NotImplementedError as exc:
+        raise ValueError(
+            f"init_from: the trained {who} has no median ({exc}); pass the values "
+            "to start from as a dict: init_from={'site': value, ...}"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - re-raised with the fix
+        raise ValueError(
+            f"init_from: the median of the trained {who} needs the model's "
+            f"arguments ({type(exc).__name__}: {exc}); pass the median itself: "
+            "init_from=trained_guide.median(*args, **kwargs)"
+        ) from exc
+    return {k: v.detach().clone() for k, v in values.items()}
+
+
+def warm_init(
+    registry: Registry,
+    spec: GuideSpec,
+    values: Mapping[str, torch.Tensor],
+    init_loc_fn: Any = None,
+) -> Callable:
+    """Return ``init_to_value(values, fallback=...)`` for a guide of ``spec``.
+
+    The fallback, for sites ``values`` lacks, is ``init_loc_fn`` (a strategy
+    or its registered name) or else the guide's own default.
+    """
+    if isinstance(init_loc_fn, str):
+        init_loc_fn = registry.init_strategy(init_loc_fn)
+    fallback = init_loc_fn if init_loc_fn is not None else _default_init(spec)
+    return init_to_value(values=dict(values), fallback=fallback)
+
+
+# -- the plan: which guide gets which site --------------------------------------
+
+
+def _guides_that(registry: Registry, capability: str) -> str:
+    names = [s.name for s in registry if getattr(s.capabilities, capability)]
+    return ", ".join(names) or "(none installed)"
+
+
+def plan_parts(
+    sites: Mapping[str, SiteFacts],
+    assignments: Mapping[str, str | None],
+    default: str | None,
+    discrete: str | None,
+    registry: Registry,
+) -> dict[str, list[str]]:
+    """Return ``{guide name: [site names]}``, the parts in order of first site.
+
+    Raises
+    ------
+    CompositionError
+        An assignment names a site the model does not sample, or a site goes to
+        a guide that cannot handle it (discrete vs continuous).
+    """
+    unknown = [name for name in assignments if name not in sites]
+    if unknown:
+        raise CompositionError(
+            f"compose: the assignments name {', '.join(map(repr, unknown))}, which "
+            "the model does not sample as a latent site; its latent sites are: "
+            f"{', '.join(sites) or '(none)'}"
+        )
+    groups: dict[str, list[str]] = {}
+    for name, site in sites.items():
+        if name in assignments:
+            guide, why = assignments[name], f"assignments[{name!r}]"
+        elif site.is_discrete:
+            guide, why = discrete, "discrete="
+        else:
+            guide, why = default, "default="
+        if guide is None:
+            continue  # left to the model (e.g. enumerated out by TraceEnum_ELBO)
+        try:
+            spec = registry.info(guide)
+        except UnknownGuideError as exc:
+            raise UnknownGuideError(
+                f"site {name!r} goes to {guide!r} (from {why}): {exc}"
+            ) from None
+        caps = spec.capabilities
+        if site.is_discrete and not caps.discrete:
+            raise CompositionError(
+                f"site {name!r} is discrete (support {site.support}), but {guide!r} "
+                f"(from {why}) guides only continuous sites; give it a discrete "
+                f"guide ({_guides_that(registry, 'discrete')}) or None to leave it "
+                "to the model's enumeration"
+            )
+        if not site.is_discrete and not caps.continuous:
+            raise CompositionError(
+                f"site {name!r} is continuous (support {site.support}), but "
+                f"{guide!r} (from {why}) guides only discrete sites; give it a "
+                f"continuous guide ({_guides_that(registry, 'continuous')})"
+            )
+        groups.setdefault(guide, []).append(name)
+    return groups
+
+
+class ComposedGuide(AutoGuideList):
+    """An :class:`~guide_core.AutoGuideList` that picks a guide for every site.
+
+    At the first call it traces the model and appends one part per chosen
+    guide, built with ``registry.make(name, poutine.block(model, expose=sites))``.
+    Build it with :func:`compose` or ``registry.make("auto", model)``.
+
+    Parameters
+    ----------
+    model : callable
+        A Pyro model.
+    assignments : dict of str to str or None, optional
+        ``{site name: guide name}`` overriding the choice for those sites;
+        ``None`` leaves a site unguided (e.g. enumerated in the model).
+    default : str or None
+        The guide of the continuous sites.
+    discrete : str or None
+        The guide of the discrete sites.
+    init_values : dict of str to Tensor, optional
+        Values to start from (a warm start): parts that take ``init_loc_fn``
+        start there, falling back to their given or default strategy.
+    create_plates : callable, optional
+        As for :class:`~guide_core.AutoGuideList`; shared by all parts.
+    **kwargs :
+        Constructor arguments of the parts; each part gets those it takes.
+    """
+
+    _guide_core_name = "auto"
+
+    def __init__(
+        self,
+        model: Callable,
+        assignments: Mapping[str, str | None] | None = None,
+        *,
+        default: str | None = "auto_normal",
+        discrete: str | None = "auto_discrete_parallel",
+        init_values: Mapping[str, torch.Tensor] | None = None,
+        create_plates: Callable | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(model, create_plates=create_plates)
+        if assignments is not None and not isinstance(assignments, Mapping):
+            raise TypeError(
+                "'assignments' must be a dict {site name: guide name}, e.g. "
+                f"{{'assignment': 'auto_discrete_parallel'}}: {assignments!r}"
+            )
+        self.assignments = dict(assignments or {})
+        self.default, self.discrete = default, discrete
+        self.init_values = None if init_values is None else dict(init_values)
+        self.part_kwargs = dict(kwargs)
+        self._registry: Registry | None = None
+        self._deferred_state: tuple[dict, bool] | None = None
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_registry"] = None  # the default registry after unpickling
+        return state
+
+    def validate(self) -> None:
+        """Check the guide names and keywords now, before the first call.
+
+        Raises
+        ------
+        UnknownGuideError
+            ``default`` or an assigned guide is not installed.
+        UnexpectedKeywordError
+            A keyword that none of the guides takes.
+        """
+        registry = _registry(self._registry)
+        names = [self.default, *self.assignments.values()]
+        specs = [registry.info(n) for n in names if n is not None]
+        if self.discrete is not None and self.discrete in registry:
+            specs.append(registry.info(self.discrete))
+        for key in self.part_kwargs:
+            if not any(accepts(spec, key) for spec in specs):
+                taken = ", ".join(s.name for s in specs)
+                raise UnexpectedKeywordError(
+                    f"compose: no guide of this composition ({taken}) takes keyword "
+                    f"{key!r}"
+                )
+
+    def _make_part(self, name: str, sites: list[str]) -> Any:
+        registry = _registry(self._registry)
+        spec = registry.info(name)
+        kwargs = {k: v for k, v in self.part_kwargs.items() if accepts(spec, k)}
+        if self.init_values is not None and accepts(spec, "init_loc_fn"):
+            kwargs["init_loc_fn"] = warm_init(
+                registry, spec, self.init_values, kwargs.get("init_loc_fn")
+            )
+        return registry.make(name, poutine.block(self.model, expose=sites), **kwargs)
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        if len(self) == 0:  # a loaded guide has its parts already
+            registry = _registry(self._registry)
+            plan = plan_parts(
+                self._prototype.sites,
+                self.assignments,
+                self.default,
+                self.discrete,
+                registry,
+            )
+            for name, sites in plan.items():
+                self.append(self._make_part(name, sites))
+        if self._deferred_state is not None:
+            state, strict = self._deferred_state
+            self._deferred_state = None
+            AutoGuideList.load_state_dict(self, state, strict=strict)
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Load the parts' state; before the parts exist it waits for them."""
+        if len(self) == 0 and len(state_dict) > 0:
+            self._deferred_state = (dict(state_dict), strict)
+            return torch.nn.modules.module._IncompatibleKeys([], [])
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Return the parts' state, or the state waiting for the parts."""
+        if len(self) == 0 and self._deferred_state is not None and not (args or kwargs):
+            return dict(self._deferred_state[0])
+        return super().state_dict(*args, **kwargs)
+
+
+def _build(
+    registry: Registry,
+    model: Callable,
+    assignments: Mapping[str, str | None] | None,
+    init_from: Any,
+    kwargs: dict[str, Any],
+) -> ComposedGuide:
+    values = None if init_from is None else trained_values(init_from)
+    guide = ComposedGuide(model, assignments, init_values=values, **kwargs)
+    guide._registry = registry
+    guide.validate()
+    return guide
+
+
+def compose(
+    model: Callable,
+    assignments: Mapping[str, str | None] | None = None,
+    *,
+    default: str | None = "auto_normal",
+    discrete: str | None = "auto_discrete_parallel",
+    init_from: Any = None,
+    **kwargs: Any,
+) -> ComposedGuide:
+    """Build a guide that picks a guide per site: no ``poutine.block`` to write.
+
+    Parameters
+    ----------
+    model : callable
+        A Pyro model.
+    assignments : dict of str to str or None, optional
+        ``{site name: guide name}`` for sites that should not get the default
+        choice; ``None`` leaves a site unguided (enumerated in the model).
+    default : str or None
+        The registry name of the guide of the continuous sites.
+    discrete : str or None
+        The registry name of the guide of the discrete sites.
+    init_from : guide or dict, optional
+        A trained guide (or ``{site: value}``) to start from: parts that take
+        ``init_loc_fn`` start at its median.
+    **kwargs :
+        Constructor arguments of the parts (e.g. ``init_scale=0.05``); each
+        part gets those it takes, ``create_plates`` goes to the list.
+
+    Returns
+    -------
+    ComposedGuide
+        An :class:`~guide_core.AutoGuideList`; its parts are built at its
+        first call, when the model's arguments are known.
+    """
+    kwargs.update(default=default, discrete=discrete)
+    return _build(_registry(None), model, assignments, init_from, kwargs)
+
+
+def make_guide(
+    registry: Registry, name: str, model: Callable, kwargs: dict[str, Any]
+) -> Any:
+    """``registry.make`` for ``name="auto"`` (a :class:`ComposedGuide`) and for
+    ``init_from=`` (a warm start at a trained guide's median)."""
+    init_from = kwargs.pop("init_from", None)
+    if name == "auto":
+        assignments = kwargs.pop("assignments", None)
+        return _build(registry, model, assignments, init_from, kwargs)
+    if init_from is not None:
+        spec = registry.info(name)
+        if not accepts(spec, "init_loc_fn"):
+            raise UnexpectedKeywordError(
+                f"guide {name!r} ({spec.class_name}) takes no init_loc_fn, so it "
+                "cannot start from init_from=; build it without init_from"
+            )
+        values = trained_values(init_from)
+        kwargs["init_loc_fn"] = warm_init(
+            registry, spec, values, kwargs.get("init_loc_fn")
+        )
+    return registry.make(name, model, **kwargs)

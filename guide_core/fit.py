@@ -1,0 +1,338 @@
+"""Fitting a guide: the SVI loop users otherwise write by hand.
+
+:func:`fit` runs stochastic variational inference with a progress bar, stops
+when a smoothed loss stops changing (as Stan's ADVI does), stops with an
+error that names the step and the site when the loss becomes NaN or infinite
+(leaving the parameters as they were before that step), keeps what was
+learned when interrupted with Ctrl-C, and reports the PSIS k-hat.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import pyro
+import pyro.optim
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO
+from tqdm import tqdm
+
+from .diagnostics import MIN_SAMPLES, KHat, find_nonfinite, psis_khat
+
+__all__ = ["FitResult", "NonFiniteLossError", "fit"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or a gradient became NaN or infinite during :func:`fit`.
+
+    Attributes
+    ----------
+    step : int
+        The step (counted from 1) whose loss was not finite; the parameters
+        are as they were after the step before it.
+    site : str or None
+        A description of the site found with a non-finite value or density.
+    """
+
+    def __init__(self, message: str, step: int, site: str | None = None):
+        super().__init__(message)
+        self.step = step
+        self.site = site
+
+
+def _losses_repr(losses: tuple[float, ...]) -> str:
+    last = f", last {losses[-1]:.6g}" if losses else ""
+    return f"<{len(losses)} losses{last}>"
+
+
+@attrs.frozen
+class FitResult:
+    """What :func:`fit` did.
+
+    Attributes
+    ----------
+    guide : callable
+        The fitted guide (its parameters are in Pyro's param store).
+    losses : tuple of float
+        The loss (negative ELBO estimate) of every step run.
+    steps : int
+        The number of steps run.
+    converged : bool
+        Whether the smoothed loss stopped changing before ``steps``.
+    interrupted : bool
+        Whether the fit was stopped with Ctrl-C (what was learned is kept).
+    seconds : float
+        Wall time of the steps (the k-hat not included).
+    ms_per_step : float
+        Milliseconds per step.
+    khat : KHat or None
+        The PSIS k-hat of the fitted guide, if it was computed.
+    """
+
+    guide: Any = attrs.field(repr=lambda g: type(g).__name__)
+    losses: tuple[float, ...] = attrs.field(repr=_losses_repr)
+    steps: int
+    converged: bool
+    interrupted: bool
+    seconds: float
+    ms_per_step: float
+    khat: KHat | None = None
+
+
+def _check_int(name: str, value: Any, minimum: int, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"'{name}' must be an int such as {example}: {value!r}")
+    if value < minimum:
+        raise ValueError(f"'{name}' must be >= {minimum}: {value!r}")
+    return value
+
+
+def _check_optim(optim: Any) -> Any:
+    if optim is None:
+        return pyro.optim.Adam({"lr": 0.01})
+    if isinstance(optim, torch.optim.Optimizer) or (
+        isinstance(optim, type) and issubclass(optim, torch.optim.Optimizer)
+    ):
+        torch_name = getattr(optim, "__name__", type(optim).__name__)
+        raise TypeError(
+            "'optim' must be a Pyro optimizer such as pyro.optim.Adam({'lr': 0.01}), "
+            f"not the torch optimizer {torch_name}"
+        )
+    if not isinstance(optim, pyro.optim.PyroOptim):
+        raise TypeError(
+            "'optim' must be a Pyro optimizer such as pyro.optim.Adam({'lr': 0.01}): "
+            f"{optim!r}"
+        )
+    return optim
+
+
+def _relative_change(losses: list[float], window: int) -> float:
+    """Relative change of the mean loss over the last window vs the one before."""
+    current = math.fsum(losses[-window:]) / window
+    previous = math.fsum(losses[-2 * window : -window]) / window
+    scale = max(abs(current), abs(previous))
+    return abs(current - previous) / scale if scale > 0 else 0.0
+
+
+class _Trainer:
+    """One SVI step at a time, checking the loss and gradients before updating."""
+
+    def __init__(self, svi: SVI, args: tuple, kwargs: dict):
+        self.svi, self.args, self.kwargs = svi, args, kwargs
+        self.params: dict[str, torch.Tensor] = {}
+
+    def zero_grads(self) -> None:
+        for p in self.params.values():
+            p.grad = None
+        for _, p in pyro.get_param_store().named_parameters():
+            p.grad = None
+
+    def step(self, number: int) -> float:
+        svi = self.svi
+        with poutine.trace(param_only=True) as capture:
+            loss = svi.loss_and_grads(svi.model, svi.guide, *self.args, **self.kwargs)
+        params = {
+            name: site["value"].unconstrained()
+            for name, site in capture.trace.nodes.items()
+        }
+        self.params.update(params)
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise _Bad(number, f"loss is {loss}")
+        grads = [p.grad for p in params.values() if p.grad is not None]
+        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+            names = [n for n, p in params.items() if p.grad is not None]
+            bad = [n for n, g in zip(names, grads) if not bool(g.isfinite().all())]
+            raise _Bad(number, f"the gradient of parameter {bad[0]!r} is not finite")
+        svi.optim(params.values())
+        for p in params.values():
+            p.grad = None
+        return loss
+
+
+class _Bad(Exception):
+    def __init__(self, step: int, what: str):
+        super().__init__(what)
+        self.step, self.what = step, what
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    optim: Any = None,
+    loss: Any = None,
+    steps: int = 2000,
+    tol: float | None = 1e-4,
+    window: int = 50,
+    progress: bool = True,
+    khat: bool = True,
+    khat_samples: int = 500,
+    seed: int | None = None,
+    **kwargs: Any,
+) -> FitResult:
+    """Fit ``guide`` to ``model`` by stochastic variational inference.
+
+    Convergence follows Stan's ADVI: every ``window`` steps, the relative
+    change of the mean loss over the last ``window`` steps against the
+    ``window`` before is recorded; the fit has converged when the mean or the
+    median of the most recent changes (at least two, at most
+    ``max(2, steps // (10 * window))``) is below ``tol``.
+
+    Parameters
+    ----------
+    model, guide : callable
+        The Pyro model and guide.
+    *args, **kwargs :
+        The model's arguments.
+    optim : pyro.optim.PyroOptim, optional
+        Default ``pyro.optim.Adam({"lr": 0.01})``.
+    loss : pyro.infer.ELBO, optional
+        Default ``Trace_ELBO()``.
+    steps : int
+        The most steps to run.
+    tol : float or None
+        Convergence tolerance on the relative change; ``None`` runs all steps.
+    window : int
+        Steps per smoothing window.
+    progress : bool
+        Show a progress bar (tqdm) with the smoothed loss.
+    khat : bool
+        Estimate the PSIS k-hat of the fitted guide (see :func:`psis_khat`).
+        If that fails, a warning says why and ``FitResult.khat`` is None.
+    khat_samples : int
+        Draws for the k-hat (at least 50).
+    seed : int, optional
+        Seed Pyro's random number generators first.
+
+    Returns
+    -------
+    FitResult
+        The losses, the steps run, whether it converged or was interrupted,
+        the timing and the k-hat. A Ctrl-C ends the fit early and returns
+        with ``interrupted=True`` and no k-hat; the parameters learned so far
+        stay in the param store.
+
+    Raises
+    ------
+    NonFiniteLossError
+        If a loss or gradient is NaN or infinite; the message names the step
+        and, where one is found, the site. The failing step is not applied.
+    """
+    if not callable(model):
+        raise TypeError(f"'model' must be a Pyro model (callable): {model!r}")
+    if not callable(guide):
+        raise TypeError(f"'guide' must be a guide (callable): {guide!r}")
+    steps = _check_int("steps", steps, 1, "2000")
+    window = _check_int("window", window, 1, "50")
+    if khat:
+        _check_int("khat_samples", khat_samples, MIN_SAMPLES, "500")
+    if tol is not None:
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
+            raise ValueError(
+                f"'tol' must be a positive float such as 1e-4, or None: {tol!r}"
+            )
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    loss = Trace_ELBO() if loss is None else loss
+    svi = SVI(model, guide, _check_optim(optim), loss)
+    trainer = _Trainer(svi, args, kwargs)
+    buffer_size = max(2, steps // (10 * window))
+    losses: list[float] = []
+    changes: list[float] = []
+    converged = interrupted = False
+    bar = tqdm(total=steps, desc="fit", unit="step", disable=not progress, leave=True)
+    start = time.perf_counter()
+    try:
+        for number in range(1, steps + 1):
+            rng = torch.get_rng_state()
+            losses.append(trainer.step(number))
+            bar.update()
+            if number % 10 == 0 or number == steps:
+                smoothed = math.fsum(losses[-window:]) / len(losses[-window:])
+                bar.set_postfix_str(f"loss {smoothed:.4g}", refresh=False)
+            if tol is not None and number % window == 0 and number >= 2 * window:
+                changes.append(_relative_change(losses, window))
+                recent = changes[-buffer_size:]
+                if (
+                    len(recent) >= 2
+                    and min(statistics.fmean(recent), statistics.median(recent)) < tol
+                ):
+                    converged = True
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+        trainer.zero_grads()
+    except _Bad as bad:
+        trainer.zero_grads()
+        bar.close()
+        _raise_nonfinite(bad, model, guide, args, kwargs, rng, len(losses))
+    except BaseException as exc:
+        trainer.zero_grads()
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"(raised by guide_core.fit at step {len(losses) + 1})")
+        raise
+    finally:
+        seconds = time.perf_counter() - start
+        bar.close()
+    done = len(losses)
+    result = FitResult(
+        guide=guide,
+        losses=tuple(losses),
+        steps=done,
+        converged=converged,
+        interrupted=interrupted,
+        seconds=seconds,
+        ms_per_step=1000.0 * seconds / done if done else math.nan,
+    )
+    if khat and not interrupted and done:
+        result = attrs.evolve(
+            result, khat=_khat(model, guide, args, kwargs, khat_samples)
+        )
+    return result
+
+
+def _khat(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict, num_samples: int
+) -> KHat | None:
+    try:
+        return psis_khat(model, guide, *args, num_samples=num_samples, **kwargs)
+    except KeyboardInterrupt:
+        return None
+    except Exception as exc:  # noqa: BLE001 - the fit is kept; say why there is no k-hat
+        warnings.warn(
+            f"the PSIS k-hat could not be computed: {type(exc).__name__}: {exc}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def _raise_nonfinite(
+    bad: _Bad,
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    rng: torch.Tensor,
+    done: int,
+) -> None:
+    torch.set_rng_state(rng)  # replay the failing step's draw first
+    site = find_nonfinite(model, guide, args, kwargs)
+    where = f"; {site}" if site else "; no site with a non-finite value was found"
+    kept = f"after step {done}" if done else "at their initial values"
+    raise NonFiniteLossError(
+        f"{bad.what} at step {bad.step}{where}. The parameters are kept as they "
+        f"were {kept}; try a smaller learning rate (optim=pyro.optim.Adam"
+        "({'lr': 0.001})), a different init_loc_fn, or check the model's "
+        "distributions at that site",
+        step=bad.step,
+        site=site,
+    ) from None
