@@ -112,7 +112,11 @@ def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) ->
     pyro.clear_param_store()
     if args.seed is not None:
         pyro.set_rng_seed(args.seed)
-    guide = registry.make(name, model)
+    kwargs = {}
+    init = getattr(args, "init", None)
+    if init and name != "auto" and _takes_init(name):
+        kwargs["init_loc_fn"] = init
+    guide = registry.make(name, model, **kwargs)
     return fit(
         model,
         guide,
@@ -127,6 +131,16 @@ def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) ->
     )
 
 
+def _takes_init(name: str) -> bool:
+    """Whether the guide uses an ``init_loc_fn`` (one defaulting to None is a
+    deprecated, ignored argument, as in ``AutoIAFNormal``)."""
+    try:
+        params = inspect.signature(registry.info(name).factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return "init_loc_fn" in params and params["init_loc_fn"].default is not None
+
+
 def _elbo(result: Any) -> float:
     tail = result.losses[-min(len(result.losses), 50) :]
     return -sum(tail) / len(tail) if tail else float("nan")
@@ -135,7 +149,8 @@ def _elbo(result: Any) -> float:
 def _fit_command(args: argparse.Namespace) -> int:
     problem = _problem(args)
     model, model_args, model_kwargs, label = problem
-    registry.info(args.guide)  # unknown names fail before any work
+    if args.guide != "auto":
+        registry.info(args.guide)  # unknown names fail before any work
     print(f"fitting {args.guide} to {label}")
     result = _fit(args.guide, problem, args, progress=not args.quiet)
     state = "converged" if result.converged else "stopped"
@@ -166,7 +181,8 @@ def _compare_command(args: argparse.Namespace) -> int:
     names = args.guides.split(",") if args.guides else _default_guides()
     names = [n.strip() for n in names if n.strip()]
     for name in names:
-        registry.info(name)  # unknown names fail before any fitting
+        if name != "auto":
+            registry.info(name)  # unknown names fail before any fitting
     print(f"comparing {len(names)} guides on {problem[3]} ({args.steps} steps max)")
     rows = []
     for name in names:
@@ -176,7 +192,10 @@ def _compare_command(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - one guide failing is a row
             if args.debug:
                 raise
-            rows.append((name, f"error: {type(exc).__name__}: {exc}".splitlines()[0]))
+            message = f"error: {type(exc).__name__}: {exc}".splitlines()[0]
+            rows.append(
+                (name, message[:117] + "..." if len(message) > 120 else message)
+            )
             continue
         khat = (
             "-"
@@ -198,28 +217,25 @@ def _compare_command(args: argparse.Namespace) -> int:
 
 
 def _table(header: Sequence[str], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(header[0]), *(len(r[0]) for r in rows))] if rows else [5]
-    for i in range(1, len(header)):
-        cells = [r[i] for r in rows if len(r) > i]
-        widths.append(max([len(header[i]), *map(len, cells)]))
-    lines = [
-        "  ".join(
-            h.rjust(w) if i else h.ljust(w)
-            for i, (h, w) in enumerate(zip(header, widths))
+    """A plain text table; a row of two cells is a guide and its error."""
+    full = [r for r in rows if len(r) == len(header)]
+    widths = [max([len(h), *(len(r[i]) for r in full)]) for i, h in enumerate(header)]
+    widths[0] = max([widths[0], *(len(r[0]) for r in rows)])
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths))
         )
-    ]
-    lines.append("  ".join("-" * w for w in widths))
+
+    out = [line(header), "  ".join("-" * w for w in widths)]
     for row in rows:
-        if len(row) == 2:  # an error row
-            lines.append(f"{row[0].ljust(widths[0])}  {row[1]}")
-        else:
-            lines.append(
-                "  ".join(
-                    c.rjust(w) if i else c.ljust(w)
-                    for i, (c, w) in enumerate(zip(row, widths))
-                )
-            )
-    return "\n".join(lines)
+        out.append(
+            line(row)
+            if len(row) == len(header)
+            else f"{row[0].ljust(widths[0])}  {row[1]}"
+        )
+    return "\n".join(out)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -229,7 +245,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", help="model data: .npz, .pt or .csv")
     parser.add_argument("--steps", type=int, default=2000, help="maximum SVI steps")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
-    parser.add_argument("--tol", type=float, default=1e-4, help="convergence tolerance")
+    parser.add_argument(
+        "--tol",
+        type=float,
+        default=0.01,
+        help="relative change of the smoothed loss that counts as converged "
+        "(0.01, as Stan's ADVI)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument(
         "--khat-samples", type=int, default=500, help="samples for the PSIS k-hat"
@@ -250,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     fitting = commands.add_parser("fit", help="fit one guide and summarise it")
     _add_model_options(fitting)
     fitting.add_argument("--guide", default="auto_normal", help="registry name")
+    fitting.add_argument(
+        "--init", help="init strategy by name for guides that take init_loc_fn"
+    )
     fitting.add_argument("--num-samples", type=int, default=1000, help="for summary")
     fitting.add_argument("--save", help="save the fitted guide to this file")
     fitting.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -257,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     comparing = commands.add_parser("compare", help="fit several guides, one table")
     _add_model_options(comparing)
     comparing.add_argument("--guides", help="comma-separated registry names")
+    comparing.add_argument(
+        "--init",
+        default="median",
+        help="init strategy by name, the same for every guide that takes one "
+        "(default: median)",
+    )
     comparing.set_defaults(run=_compare_command)
     return parser
 

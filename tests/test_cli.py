@@ -161,3 +161,31 @@ def test_compare_on_the_built_in_example_prints_one_table(capsys):
 def test_data_without_a_model_is_an_error(capsys, files):
     code, _, err = run(capsys, "compare", "--data", str(files / "data.npz"))
     assert code == 2 and "--data needs a model" in err
+
+
+def test_compare_defaults_to_every_guide_buildable_from_the_model_alone(capsys):
+    code, out, _ = run(capsys, "compare", "--steps", "5", "--no-khat")
+    assert code == 0
+    rows = [line.split()[0] for line in out.splitlines()[3:] if line.strip()]
+    assert {"auto_normal", "auto_delta", "auto_multivariate_normal"} <= set(rows)
+    assert "auto_normalizing_flow" not in rows  # needs init_transform_fn
+    widths = {len(line) for line in out.splitlines()[1:3]}
+    assert len(widths) == 1 and widths.pop() < 100  # error rows do not widen it
+
+
+def test_fit_accepts_the_auto_guide_and_an_init_strategy_by_name(capsys):
+    code, out, _ = run(
+        capsys,
+        "fit",
+        "--guide",
+        "auto",
+        "--init",
+        "median",
+        "--steps",
+        "20",
+        "--no-khat",
+        "--quiet",
+        "--num-samples",
+        "20",
+    )
+    assert code == 0 and "fitting auto to eight_schools" in out
