@@ -46,14 +46,8 @@ from .errors import (
 )
 from .spec import BackendSpec, GuideSpec, InitStrategySpec
 
-__all__ = [
-    "DISABLE_AUTOLOAD_ENV",
-    "DISABLE_PLUGINS_ENV",
-    "ENTRY_POINT_GROUP",
-    "BrokenPlugin",
-    "Registry",
-    "default_registry",
-]
+__all__ = ["DISABLE_AUTOLOAD_ENV", "DISABLE_PLUGINS_ENV", "ENTRY_POINT_GROUP"]
+__all__ += ["BrokenPlugin", "Registry", "default_registry"]
 
 _BUILTIN = "guide_core.builtins"
 # hook name -> (what it registers, in words; the spec type its register() takes)
@@ -401,19 +395,6 @@ backend = _default.backend
 backends = _default.backends
 from .compose import compose, make_guide  # noqa: E402 - compose needs the registry
 
-__all__ += [
-    "backend",
-    "backends",
-    "broken",
-    "compose",
-    "families",
-    "find_class",
-    "info",
-    "init_strategies",
-    "init_strategy",
-    "make",
-    "names",
-    "plugins",
-    "register",
-    "unregister",
-]
+__all__ += ["backend", "backends", "broken", "compose", "families", "find_class"]
+__all__ += ["info", "init_strategies", "init_strategy", "make", "names", "plugins"]
+__all__ += ["register", "unregister"]
