@@ -122,15 +122,16 @@ class AutoLaplaceApproximation(AutoContinuous):
             H = H + jitter * torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
         if not bool(torch.isfinite(H).all()):
             raise self._hessian_error(H, "not finite")
-        _, info = torch.linalg.cholesky_ex(H)
+        chol, info = torch.linalg.cholesky_ex(H)
         if int(info) != 0:
             raise self._hessian_error(H, "not positive definite")
         with torch.no_grad():
-            cov = H.inverse()
-            scale = cov.diagonal().sqrt()
-            cov /= scale[:, None]
-            cov /= scale[None, :]
-            corr_tril, info = torch.linalg.cholesky_ex(cov)
+            # covariance = H^-1 from its Cholesky factor; then split it into the
+            # marginal scales and the Cholesky factor of the correlation matrix
+            covariance = torch.cholesky_inverse(chol)
+            scale = covariance.diagonal().sqrt()
+            correlation = covariance / torch.outer(scale, scale)
+            corr_tril, info = torch.linalg.cholesky_ex(correlation)
         if int(info) != 0:
             raise self._hessian_error(H, "not positive definite")
         return self.loc.detach(), scale, corr_tril
