@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmarks [--quick] [--guides a,b] [--out DIR]``."""
+"""Command line: ``python -m benchmarks [--quick] [--guides a,b] [--backend B]``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed shared by both sides")
     p.add_argument("--validate", action="store_true", help="keep Pyro's validation on")
+    p.add_argument("--backend", help="backend= of guides that take one (auto_gaussian)")
     p.add_argument("--out", default="benchmarks/results", help="output directory")
     return p
 
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         seed=args.seed,
         validate=args.validate,
+        backend=args.backend,
     )
     try:
         result = run_benchmarks(config)

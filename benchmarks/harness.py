@@ -8,6 +8,7 @@ nothing here asserts on them.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import platform
 import statistics
@@ -67,6 +68,9 @@ class BenchConfig:
     validate : bool
         Run with Pyro's distribution validation on (off by default: it is
         overhead common to both sides that hides the guides' own cost).
+    backend : str or None
+        ``backend=`` for guides that take one (AutoGaussian); Pyro's side gets
+        the same back end when Pyro has it, else its default.
     """
 
     guides: tuple[str, ...] | None = None
@@ -81,6 +85,7 @@ class BenchConfig:
     lr: float = 0.01
     loss_window: int = 10
     validate: bool = False
+    backend: str | None = None
 
     def resolved(self) -> BenchConfig:
         """Return a copy with every ``None`` count filled in."""
@@ -184,7 +189,12 @@ def run_cell(spec: Any, case: ModelCase, config: BenchConfig) -> CellResult:
     """Time one guide (ours and Pyro's) on one model; never raises for a guide."""
     cfg = config.resolved()
     pyro_cls = getattr(pyro_autoguide, spec.class_name)
-    ours = Runner(spec.factory, case, seed=cfg.seed, lr=cfg.lr)
+    ours_cls = spec.factory
+    if cfg.backend is not None and spec.backends:
+        ours_cls = functools.partial(spec.factory, backend=cfg.backend)
+        if cfg.backend in getattr(pyro_cls, "backends", ()):
+            pyro_cls = functools.partial(pyro_cls, backend=cfg.backend)
+    ours = Runner(ours_cls, case, seed=cfg.seed, lr=cfg.lr)
     theirs = Runner(pyro_cls, case, seed=cfg.seed, lr=cfg.lr)
     time_pair([ours, theirs], cfg.warmup, cfg.rounds, cfg.steps)
     cell = CellResult(

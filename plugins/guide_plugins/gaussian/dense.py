@@ -1,0 +1,158 @@
+"""The ``dense`` back end: one joint Gaussian over every auxiliary coordinate.
+
+:class:`DenseLayout` scatters each factor's precision and information vector
+into one ``N x N`` matrix (``N`` = all unconstrained coordinates); it serves
+:class:`AutoGaussianDense` and the dense fallback of other back ends' summaries.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from guide_core import PlateFacts
+
+from .base import AutoGaussian
+from .structure import GaussianStructure, plate_shape, unflatten
+
+__all__ = ["AutoGaussianDense", "DenseLayout", "fold_plates", "precision_to_scale_tril"]
+
+ParamFn = Callable[[str], tuple[torch.Tensor, torch.Tensor]]
+
+
+def fold_plates(
+    x: torch.Tensor, plates: Iterable[PlateFacts], kept: Iterable[PlateFacts]
+) -> torch.Tensor:
+    """Fold the plates of ``x`` that are not in ``kept`` into its last dim.
+
+    ``x`` is batched over ``plates`` (shape ``plate_shape(plates) + (e,)``); the
+    result is batched over the kept ones, each folded plate moving (outermost
+    first) in front of the ``e`` coordinates of the last dim.
+    """
+    plates = frozenset(plates)
+    kept = frozenset(kept) & plates
+    folded = plates - kept
+    if not folded:
+        return x
+    moved = sorted(p.dim - 1 for p in folded)
+    perm = [d for d in range(-x.dim(), -1) if d not in moved] + moved + [-1]
+    return x.permute([d % x.dim() for d in perm]).reshape(plate_shape(kept) + (-1,))
+
+
+def precision_to_scale_tril(precision: torch.Tensor) -> torch.Tensor:
+    """Return the lower Cholesky factor of ``inverse(precision)``.
+
+    Factorising the precision with its rows and columns reversed gives an
+    upper-triangular square root of it, whose inverse is the lower factor of the
+    covariance; no explicit inverse of ``precision`` is formed.
+    """
+    flipped = torch.linalg.cholesky(precision.flip(-2, -1))
+    upper_root = flipped.flip(-2, -1).mT  # lower triangular, L^T L = precision
+    eye = torch.eye(precision.size(-1), dtype=precision.dtype, device=precision.device)
+    return torch.linalg.solve_triangular(upper_root, eye, upper=False)
+
+
+class DenseLayout:
+    """Where each factor's precision entries go in the flat ``N x N`` matrix.
+
+    Parameters
+    ----------
+    structure : GaussianStructure
+        The factor graph.
+    """
+
+    def __init__(self, structure: GaussianStructure):
+        self.structure = structure
+        index, pos, cpu = {}, 0, torch.device("cpu")
+        for name, latent in structure.latents.items():
+            idx = torch.arange(pos, pos + latent.numel, device=cpu)
+            index[name] = idx.reshape(latent.batch_shape + (-1,))
+            pos += latent.numel
+        self.size = pos
+        self.scatter: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name, factor in structure.factors.items():
+            batch = factor.batch_shape
+            rows = torch.zeros(batch + (factor.u_size,), dtype=torch.long, device=cpu)
+            blocks, start = {}, 0
+            for u in factor.upstreams:
+                latent = structure.latents[u]
+                u_index = fold_plates(index[u], latent.plates, factor.plates)
+                blocks[u] = (slice(start, start + u_index.size(-1)), u_index)
+                rows[..., blocks[u][0]] = u_index
+                start += u_index.size(-1)
+            cells = torch.zeros(
+                batch + (factor.u_size, factor.u_size), dtype=torch.long, device=cpu
+            )
+            for u, v in itertools.product(factor.upstreams, repeat=2):
+                (su, iu), (sv, iv) = blocks[u], blocks[v]
+                cells[..., su, sv] = self.size * iu.unsqueeze(-1) + iv.unsqueeze(-2)
+            self.scatter[name] = rows.reshape(-1), cells.reshape(-1)
+
+    def mvn(self, params: ParamFn) -> dist.MultivariateNormal:
+        """Return the joint Gaussian of the flat aux vector for these parameters.
+
+        ``params(name)`` returns factor ``name``'s ``(white_vec, prec_sqrt)``.
+        """
+        info = prec = None
+        for name, (rows, cells) in self.scatter.items():
+            white_vec, prec_sqrt = params(name)
+            if info is None:
+                info = white_vec.new_zeros(self.size)
+                prec = white_vec.new_zeros(self.size**2)
+            f_info = (prec_sqrt @ white_vec.unsqueeze(-1)).squeeze(-1)
+            f_prec = prec_sqrt @ prec_sqrt.mT
+            device = info.device
+            info = info.scatter_add(0, rows.to(device), f_info.reshape(-1))
+            prec = prec.scatter_add(0, cells.to(device), f_prec.reshape(-1))
+        scale_tril = precision_to_scale_tril(prec.reshape(self.size, self.size))
+        loc = scale_tril @ (scale_tril.mT @ info.unsqueeze(-1))
+        return dist.MultivariateNormal(loc.squeeze(-1), scale_tril=scale_tril)
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split flat aux vectors into ``{site: tensor}`` shaped like each site."""
+        return unflatten(flat, self.structure.latents)
+
+    def flatten(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate ``{site: tensor}`` into flat aux vectors (inverse of
+        :meth:`unflatten`)."""
+        parts = []
+        for name, latent in self.structure.latents.items():
+            value = values[name]
+            event = len(latent.batch_shape) + len(latent.event_shape)
+            parts.append(value.reshape(value.shape[: value.dim() - event] + (-1,)))
+        return torch.cat(parts, dim=-1)
+
+    def moments(self, params: ParamFn) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Return each site's marginal aux ``(mean, std)``."""
+        mvn = self.mvn(params)
+        std = mvn.scale_tril.pow(2).sum(-1).sqrt()
+        means, stds = self.unflatten(mvn.loc), self.unflatten(std)
+        return {n: (means[n], stds[n]) for n in means}
+
+
+class AutoGaussianDense(AutoGaussian):
+    """:class:`AutoGaussian` with one dense ``N x N`` precision (``backend="dense"``).
+
+    Cost is that of ``AutoMultivariateNormal``: cubic in the number ``N`` of
+    unconstrained latent coordinates, whatever the plates. The joint draw is
+    the auxiliary site ``_AutoGaussianDense_latent`` of shape ``(N,)``.
+    ``AutoGaussianDense(model)`` equals ``AutoGaussian(model, backend="dense")``.
+    """
+
+    def _setup_prototype(self, *args, **kwargs) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        self._dense_layout = DenseLayout(self._structure)
+
+    def _sample_aux_values(self, *, temperature: float) -> dict[str, torch.Tensor]:
+        mvn = self._dense_layout.mvn(self._factor_params)
+        if temperature == 0:
+            flat = mvn.mean
+        elif temperature == 1:
+            flat = pyro.sample(self._aux_name, mvn, infer={"is_auxiliary": True})
+        else:
+            raise ValueError(f"temperature must be 0 or 1, got {temperature!r}")
+        return self._dense_layout.unflatten(flat)

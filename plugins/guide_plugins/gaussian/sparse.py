@@ -1,0 +1,129 @@
+"""The ``sparse`` back end (ours): batched block Cholesky over the plates.
+
+Pure torch, cost and memory linear in the plate sizes, the same distribution
+as ``dense``. The joint draw is the auxiliary site
+``_AutoGaussianSparse_latent``, a flat vector laid out exactly as dense's, whose
+distribution :class:`SparseGaussian` factorises the precision group by group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyro
+import torch
+from pyro.distributions import TorchDistribution, constraints
+
+from .base import AutoGaussian
+from .elimination import Solution, eliminate
+from .plan import EliminationPlan
+from .structure import unflatten
+
+__all__ = ["AutoGaussianSparse", "SparseGaussian"]
+
+
+def _groups_to_flat(
+    plan: EliminationPlan, z: dict[frozenset, torch.Tensor], outer: torch.Size
+) -> torch.Tensor:
+    parts = []
+    for name, latent in plan.structure.latents.items():
+        group = plan.groups[latent.plates]
+        lo, hi = group.offsets[name]
+        parts.append(z[latent.plates][..., lo:hi].reshape(outer + (-1,)))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+
+def _flat_to_groups(plan: EliminationPlan, flat: torch.Tensor) -> dict:
+    outer = flat.shape[:-1]
+    members: dict[frozenset, list[torch.Tensor]] = {k: [] for k in plan.order}
+    pos = 0
+    for latent in plan.structure.latents.values():
+        group = plan.groups[latent.plates]
+        part = flat[..., pos : pos + latent.numel]
+        members[latent.plates].append(part.reshape(outer + group.batch + (-1,)))
+        pos += latent.numel
+    return {k: v[0] if len(v) == 1 else torch.cat(v, -1) for k, v in members.items()}
+
+
+class SparseGaussian(TorchDistribution):
+    """The joint Gaussian of the flat aux vector, held in factorised form.
+
+    Parameters
+    ----------
+    solution : Solution
+        The factorisation from :func:`~.elimination.eliminate`.
+    batch_shape : torch.Size
+        Independent copies (Pyro's particle plates); ones at the plate dims.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, solution: Solution, batch_shape: Any = ()):
+        self.solution = solution
+        super().__init__(
+            torch.Size(batch_shape), torch.Size([solution.size]), validate_args=False
+        )
+
+    def expand(self, batch_shape: Any, _instance: Any = None) -> SparseGaussian:
+        return SparseGaussian(self.solution, batch_shape)
+
+    def rsample(self, sample_shape: Any = ()) -> torch.Tensor:
+        outer = torch.Size(sample_shape) + self.batch_shape
+        z = self.solution.sample(outer)
+        return _groups_to_flat(self.solution.plan, z, outer)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        z = _flat_to_groups(self.solution.plan, value)
+        return self.solution.log_prob(z, value.shape[:-1])
+
+    @property
+    def mean(self) -> torch.Tensor:
+        z = self.solution.sample(self.batch_shape, noise=False)
+        return _groups_to_flat(self.solution.plan, z, self.batch_shape)
+
+
+class AutoGaussianSparse(AutoGaussian):
+    """:class:`AutoGaussian` by batched block Cholesky over plates (``"sparse"``).
+
+    The latents sitting in the same plates are eliminated together, innermost
+    plates first, with batched small Cholesky factorisations, so time and
+    memory grow linearly with the plate sizes, without funsor's overhead. It
+    handles plates that nest like a tree (globals, locals in one or more
+    plates, locals nested in locals, observations in extra plates); for
+    crossed plates or a site that depends on a latent outside its own plates
+    it raises an error naming them (use ``backend="dense"`` there).
+    ``AutoGaussianSparse(model)`` equals ``AutoGaussian(model, backend="sparse")``.
+    """
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        self._plan = EliminationPlan(self._structure)
+
+    def _solve(self) -> Solution:
+        return eliminate(self._plan, self._factor_params)
+
+    def _site_values(self, z: dict[frozenset, torch.Tensor]) -> dict:
+        out = {}
+        for name, latent in self._structure.latents.items():
+            lo, hi = self._plan.groups[latent.plates].offsets[name]
+            value = z[latent.plates][..., lo:hi]
+            out[name] = value.reshape(latent.batch_shape + latent.event_shape)
+        return out
+
+    def _sample_aux_values(self, *, temperature: float) -> dict[str, torch.Tensor]:
+        solution = self._solve()
+        if temperature == 0:
+            return self._site_values(solution.sample(noise=False))
+        if temperature != 1:
+            raise ValueError(f"temperature must be 0 or 1, got {temperature!r}")
+        latent = SparseGaussian(solution)
+        flat = pyro.sample(self._aux_name, latent, infer={"is_auxiliary": True})
+        return unflatten(flat, self._structure.latents)
+
+    def _aux_moments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        moments = self._solve().moments()
+        means = self._site_values({k: m for k, (m, _) in moments.items()})
+        stds = self._site_values({k: s for k, (_, s) in moments.items()})
+        return {n: (means[n], stds[n]) for n in means}

@@ -1,0 +1,210 @@
+"""AutoGaussian: differential tests against pyro.infer.autoguide.AutoGaussian,
+back-end dispatch through the registry, and the errors a user can act on."""
+
+from __future__ import annotations
+
+import sys
+
+import pyro
+import pyro.distributions as dist
+import pyro.infer.autoguide as oracle
+import pytest
+import torch
+from oracle import DATA, MODELS, assert_same_runs, run_svi
+from pyro import poutine
+from pyro.infer import JitTrace_ELBO, Predictive, Trace_ELBO, TraceGraph_ELBO
+
+import guide_core
+from guide_core import (
+    BackendSpec,
+    MissingExtraError,
+    UnknownBackendError,
+    hookimpl,
+    registry,
+)
+
+AutoGaussian = guide_core.AutoGaussian
+ORACLE_BACKENDS = ["dense", "funsor"]
+
+
+def _ours(backend):
+    return lambda model: AutoGaussian(model, backend=backend)
+
+
+def _pyros(backend):
+    return lambda model: oracle.AutoGaussian(model, backend=backend)
+
+
+CASES = [("dense", name) for name in sorted(MODELS)] + [
+    ("funsor", "plated"),
+    ("funsor", "scalar"),
+    ("funsor", "vector"),
+    pytest.param("funsor", "constrained", marks=pytest.mark.slow),  # ~30 s
+]
+
+
+@pytest.mark.parametrize("backend, name", CASES)
+def test_matches_pyro_parameters_losses_and_median(backend, name):
+    model = MODELS[name]
+    ours = run_svi(_ours(backend), model, DATA, levels=None)
+    pyros = run_svi(_pyros(backend), model, DATA, levels=None)
+    assert type(ours.guide).__name__ == type(pyros.guide).__name__
+    assert_same_runs(ours, pyros)
+
+
+@pytest.mark.parametrize("backend", ORACLE_BACKENDS)
+def test_sites_and_param_names_are_pyros(backend):
+    model = MODELS["constrained"]
+    pyro.set_rng_seed(0)
+    ours = poutine.trace(AutoGaussian(model, backend=backend)).get_trace(DATA)
+    pyro.set_rng_seed(0)
+    theirs = poutine.trace(oracle.AutoGaussian(model, backend=backend)).get_trace(DATA)
+    assert list(ours.nodes) == list(theirs.nodes)
+    for name in theirs.stochastic_nodes:
+        assert ours.nodes[name]["infer"] == theirs.nodes[name]["infer"]
+    assert set(ours.param_nodes) == set(theirs.param_nodes)
+    assert f"_AutoGaussian{backend.capitalize()}_latent" in ours.nodes
+
+
+def test_jit_matches_pyro():
+    model = MODELS["plated"]
+    ours = run_svi(_ours("dense"), model, DATA, elbo=JitTrace_ELBO(), levels=None)
+    pyros = run_svi(_pyros("dense"), model, DATA, elbo=JitTrace_ELBO(), levels=None)
+    assert_same_runs(ours, pyros)
+
+
+@pytest.mark.parametrize("elbo", [JitTrace_ELBO, TraceGraph_ELBO])
+@pytest.mark.parametrize("backend", ["dense", "sparse"])
+def test_same_loss_under_jit_and_tracegraph(backend, elbo):
+    model = MODELS["plated"]
+    guide = AutoGaussian(model, backend=backend)
+    guide(DATA)
+    other = elbo()
+    other.loss(model, guide, DATA)  # a JIT ELBO compiles on its first call
+    pyro.set_rng_seed(1)
+    expected = Trace_ELBO().loss(model, guide, DATA)
+    pyro.set_rng_seed(1)
+    assert other.loss(model, guide, DATA) == pytest.approx(expected, rel=1e-6)
+
+
+def _bounded_model(data):
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("groups", 2, dim=-1):
+        frac = pyro.sample("frac", dist.Beta(2.0, 2.0))
+        pyro.sample("obs", dist.Normal(frac, scale), obs=data[:2])
+
+
+@pytest.mark.parametrize("backend", ["dense", "funsor", "sparse"])
+def test_quantiles_bracket_the_median(backend):
+    run = run_svi(_ours(backend), _bounded_model, DATA, steps=3)
+    for name, median in run.median.items():
+        lo, mid, hi = run.quantiles[name]
+        torch.testing.assert_close(mid, median, rtol=1e-4, atol=1e-5)
+        assert (lo < mid).all() and (mid < hi).all()
+
+
+@pytest.mark.parametrize("backend", ["dense", "funsor", "sparse"])
+def test_predictive_and_vectorized_particles(backend):
+    model = MODELS["plated"]
+    guide = AutoGaussian(model, backend=backend)
+    elbo = pyro.infer.Trace_ELBO(
+        num_particles=3, vectorize_particles=True, max_plate_nesting=2
+    )
+    loss = elbo.loss(model, guide, DATA)
+    assert torch.isfinite(torch.tensor(loss))
+    samples = Predictive(model, guide=guide, num_samples=4)(DATA)
+    assert samples["mu"].shape == (4, 2, 1)
+
+
+# -- dispatch through the registry -----------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["dense", "funsor", "sparse"])
+def test_backend_picks_the_class(backend):
+    cls = registry.backend(backend).factory
+    guide = AutoGaussian(MODELS["scalar"], backend=backend)
+    assert type(guide) is cls and isinstance(guide, AutoGaussian)
+    made = registry.make("auto_gaussian", MODELS["scalar"], backend=backend)
+    assert type(made) is cls
+    assert getattr(guide_core, cls.__name__) is cls
+    assert type(AutoGaussian(MODELS["scalar"])).__name__ == "AutoGaussianDense"
+
+
+def test_unknown_backend_lists_the_installed_ones():
+    with pytest.raises(UnknownBackendError) as info:
+        AutoGaussian(MODELS["scalar"], backend="sprase")
+    message = str(info.value)
+    assert "'sprase' not found" in message and "did you mean 'sparse'" in message
+    assert "installed back ends: dense, funsor, sparse" in message
+    with pytest.raises(UnknownBackendError, match="installed back ends"):
+        registry.make("auto_gaussian", MODELS["scalar"], backend="nope")
+
+
+def test_backend_given_to_the_wrong_class_is_an_error():
+    dense = registry.backend("dense").factory
+    with pytest.raises(ValueError, match=r"AutoGaussian\(model, backend='sparse'\)"):
+        dense(MODELS["scalar"], backend="sparse")
+    dense(MODELS["scalar"], backend="dense")  # its own name is fine
+
+
+def test_init_scale_is_checked():
+    with pytest.raises(ValueError, match="'init_scale' must be > 0"):
+        AutoGaussian(MODELS["scalar"], init_scale=-1.0)
+
+
+def test_missing_funsor_says_which_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "funsor", None)
+    for build in [
+        lambda: AutoGaussian(MODELS["scalar"], backend="funsor"),
+        lambda: registry.make("auto_gaussian", MODELS["scalar"], backend="funsor"),
+        lambda: registry.backend("funsor").factory(MODELS["scalar"]),
+    ]:
+        with pytest.raises(
+            MissingExtraError, match=r"pip install 'guide-core\[funsor\]'"
+        ):
+            build()
+    AutoGaussian(MODELS["scalar"], backend="sparse")(DATA)  # others still work
+
+
+class _Plugin:
+    """A third-party back end: the sparse one under another name, subclassed."""
+
+    class AutoGaussianMine(registry.backend("sparse").factory):
+        pass
+
+    @staticmethod
+    @hookimpl
+    def register_gaussian_backends(register):
+        register(
+            BackendSpec(
+                name="mine",
+                factory=_Plugin.AutoGaussianMine,
+                summary="A test back end.",
+            )
+        )
+
+
+def test_third_party_backend_is_usable_by_name():
+    name = registry.register(_Plugin(), name="test-gaussian-mine")
+    try:
+        assert "mine" in registry.backends()
+        guide = AutoGaussian(MODELS["plated"], backend="mine")
+        assert type(guide) is _Plugin.AutoGaussianMine
+        made = registry.make("auto_gaussian", MODELS["plated"], backend="mine")
+        trace = poutine.trace(made).get_trace(DATA)
+        assert "_AutoGaussianMine_latent" in trace.nodes
+        ours = run_svi(_ours("mine"), MODELS["plated"], DATA, steps=3, levels=None)
+        ref = run_svi(_ours("sparse"), MODELS["plated"], DATA, steps=3, levels=None)
+        torch.testing.assert_close(torch.tensor(ours.losses), torch.tensor(ref.losses))
+    finally:
+        registry.unregister(name)
+    with pytest.raises(UnknownBackendError):
+        AutoGaussian(MODELS["plated"], backend="mine")
+
+
+def test_shape_mismatch_names_the_site():
+    def model():
+        pyro.sample("x", dist.Normal(torch.zeros(3), 1.0))  # no plate, no to_event
+
+    with pytest.raises(ValueError, match="site 'x' has batch shape"):
+        AutoGaussian(model)()
