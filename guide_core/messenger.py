@@ -20,7 +20,7 @@ from pyro.poutine.guide import GuideMessenger
 from pyro.poutine.runtime import get_plates
 from pyro.poutine.util import site_is_subsample
 
-from .guide import record_init_call
+from .guide import AutoGuide, record_init_call
 from .summaries import as_quantiles, distribution_median, distribution_quantiles
 
 __all__ = ["AutoMessenger"]
@@ -124,20 +124,7 @@ class AutoMessenger(GuideMessenger, PyroModule, metaclass=_AutoMessengerMeta):
             runs.append(self._latent_values(self._summarize(summary, args, kwargs)))
         return {name: torch.stack([r[name] for r in runs]) for name in runs[0]}
 
-    def sample_posterior(
-        self, *args: Any, num_samples: int = 1000, **kwargs: Any
-    ) -> dict[str, torch.Tensor]:
-        """Draw ``num_samples`` times; see :func:`guide_core.sample_posterior`.
-
-        Returns
-        -------
-        dict
-            ``{site name: tensor}`` for every latent and deterministic site of
-            the model, with the draws on dim 0.
-        """
-        from .posterior import sample_posterior
-
-        return sample_posterior(self, *args, num_samples=num_samples, **kwargs)
+    sample_posterior = AutoGuide.sample_posterior  # one definition for both
 
     def _latent_values(
         self, values: dict[str, torch.Tensor]
