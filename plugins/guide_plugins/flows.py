@@ -8,8 +8,9 @@ bijection is a chain of affine autoregressive (IAF) transforms.
 A flow's marginals have no closed form, so :meth:`median` and
 :meth:`quantiles` are estimated from ``num_summary_samples`` (default 1000)
 posterior draws, elementwise in the unconstrained space and then mapped to
-each site's support; the draws come from a fork of the random state, so
-summaries never perturb training. Raise ``guide.num_summary_samples`` for
+each site's support; the draws come from a fork of the random state seeded
+with ``guide.summary_seed``, so summaries never perturb training and depend
+on the parameters alone. Raise ``guide.num_summary_samples`` for
 tighter estimates (the Monte Carlo error of a median is about
 ``1.25 * sd / sqrt(num_summary_samples)``).
 """
@@ -63,6 +64,11 @@ class AutoNormalizingFlow(AutoContinuous):
         self._init_transform_fn = init_transform_fn
         self.transform = None
         self._prototype_tensor = torch.tensor(0.0)
+
+    def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
+        super()._setup_prototype(*args, **kwargs)
+        if self.transform is None:  # now, so a state loaded before a call applies
+            self._build_transform()
 
     def _build_transform(self) -> None:
         transform = self._init_transform_fn(self.latent_dim)

@@ -36,7 +36,8 @@ class AutoContinuous(AutoGuide):
     marginal standard deviations of the vector, as the Gaussian guides do),
     :meth:`median` and :meth:`quantiles` are exact; otherwise they are
     estimated from :attr:`num_summary_samples` draws of the posterior, taken
-    from a fork of the random state so training is not perturbed.
+    from a fork of the random state seeded with :attr:`summary_seed`, so
+    training is not perturbed and a summary depends on the parameters alone.
 
     Parameters
     ----------
@@ -51,9 +52,12 @@ class AutoContinuous(AutoGuide):
         The length of the flat latent vector (set on the first call).
     num_summary_samples : int
         Number of posterior draws behind sampled medians and quantiles.
+    summary_seed : int
+        The seed of those draws.
     """
 
     num_summary_samples: int = 1000
+    summary_seed: int = 0
 
     def __init__(self, model: Callable, init_loc_fn: Callable = init_to_median):
         self.init_loc_fn = init_loc_fn
@@ -152,11 +156,14 @@ class AutoContinuous(AutoGuide):
         return empirical_quantiles(self._summary_samples(*args, **kwargs), q)
 
     def _summary_samples(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """Draw :attr:`num_summary_samples` latents on a fork of the random state."""
+        """Draw :attr:`num_summary_samples` latents from :attr:`summary_seed` on a
+        fork of the random state: training is not perturbed, and a summary is a
+        function of the parameters alone (the same after save and load)."""
         posterior = self.get_posterior(*args, **kwargs)
         device = self._device()
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.summary_seed)
             return posterior.sample((int(self.num_summary_samples),)).detach()
 
     def _device(self) -> torch.device:
