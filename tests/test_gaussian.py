@@ -208,3 +208,49 @@ def test_shape_mismatch_names_the_site():
 
     with pytest.raises(ValueError, match="site 'x' has batch shape"):
         AutoGaussian(model)()
+
+
+def _reference_draw(values, q, noise, cells, n):
+    """DenseDraw by plain autograd (torch's Cholesky backward)."""
+    flipped = values.new_zeros(n * n).index_add(0, cells, values).reshape(n, n)
+    tril = torch.linalg.cholesky(flipped)
+    mean = torch.cholesky_solve(q.unsqueeze(-1), tril).squeeze(-1)
+    x = mean + torch.linalg.solve_triangular(tril.mT, noise.mT, upper=True).mT
+    return x, tril.diagonal().log().sum()
+
+
+@pytest.mark.parametrize("hub_min", [1, 16, 10**9])  # hubs everywhere / some / none
+@pytest.mark.parametrize("draws", [1, 3])
+def test_dense_draw_gradient_is_autograds(hub_min, draws):
+    from guide_plugins.gaussian.precision_mvn import CellPlan, DenseDraw
+
+    def model():
+        g = pyro.sample("g", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        with pyro.plate("i", 20):
+            x = pyro.sample("x", dist.Normal(g[0], 1.0))
+            pyro.sample("y", dist.Normal(x + g[1], 1.0), obs=torch.zeros(20))
+        pyro.sample("t", dist.Normal(x[0] + x[1], 1.0))
+
+    dense = AutoGaussian(model, backend="dense")
+    dense()
+    for p in dense.parameters():
+        p.data.add_(0.3 * torch.randn_like(p))
+    layout = dense._dense_layout
+    mvn = layout.mvn(dense._factor_params)
+    values = mvn._values.detach().double().requires_grad_()
+    q = mvn._info.detach().double().flip(-1).requires_grad_()
+    n = q.numel()
+    noise = torch.randn(draws, n, dtype=values.dtype)
+    grad_x, grad_hld = torch.randn(draws, n, dtype=values.dtype), 0.7
+    plan = CellPlan(mvn._cells, n, hub_min=hub_min)
+    outs = {
+        "ours": DenseDraw.apply(values, q, noise, mvn._cells, plan),
+        "ref": _reference_draw(values, q, noise, mvn._cells, n),
+    }
+    grads = {}
+    for key, (x, hld) in outs.items():
+        loss = (x * grad_x).sum() + grad_hld * hld
+        grads[key] = torch.autograd.grad(loss, [values, q])
+    torch.testing.assert_close(outs["ours"][0], outs["ref"][0])
+    for ours, ref in zip(grads["ours"], grads["ref"]):
+        torch.testing.assert_close(ours, ref)

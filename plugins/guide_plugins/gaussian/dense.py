@@ -11,12 +11,12 @@ import itertools
 from collections.abc import Callable, Iterable
 
 import pyro
-import pyro.distributions as dist
 import torch
 
 from guide_core import PlateFacts
 
 from .base import AutoGaussian
+from .precision_mvn import CellPlan, FlippedPrecisionMVN
 from .structure import GaussianStructure, plate_shape, unflatten
 
 __all__ = ["AutoGaussianDense", "DenseLayout", "fold_plates", "precision_to_scale_tril"]
@@ -92,25 +92,34 @@ class DenseLayout:
                 cells[..., su, sv] = self.size * iu.unsqueeze(-1) + iv.unsqueeze(-2)
             self.scatter[name] = rows.reshape(-1), cells.reshape(-1)
 
-    def mvn(self, params: ParamFn) -> dist.MultivariateNormal:
+    def mvn(self, params: ParamFn) -> FlippedPrecisionMVN:
         """Return the joint Gaussian of the flat aux vector for these parameters.
 
         ``params(name)`` returns factor ``name``'s ``(white_vec, prec_sqrt)``.
+        The precision is kept as its entries, reversed (see
+        :class:`FlippedPrecisionMVN`), and factorised once per draw.
         """
-        info = prec = None
-        for name, (rows, cells) in self.scatter.items():
+        infos, precs = [], []
+        for name in self.scatter:
             white_vec, prec_sqrt = params(name)
-            if info is None:
-                info = white_vec.new_zeros(self.size)
-                prec = white_vec.new_zeros(self.size**2)
-            f_info = (prec_sqrt @ white_vec.unsqueeze(-1)).squeeze(-1)
-            f_prec = prec_sqrt @ prec_sqrt.mT
-            device = info.device
-            info = info.scatter_add(0, rows.to(device), f_info.reshape(-1))
-            prec = prec.scatter_add(0, cells.to(device), f_prec.reshape(-1))
-        scale_tril = precision_to_scale_tril(prec.reshape(self.size, self.size))
-        loc = scale_tril @ (scale_tril.mT @ info.unsqueeze(-1))
-        return dist.MultivariateNormal(loc.squeeze(-1), scale_tril=scale_tril)
+            infos.append((prec_sqrt @ white_vec.unsqueeze(-1)).reshape(-1))
+            precs.append((prec_sqrt @ prec_sqrt.mT).reshape(-1))
+        ref = infos[0]
+        rows, cells = self._indices(ref.device)
+        info = ref.new_zeros(self.size).index_add(0, rows, torch.cat(infos))
+        if "_cell_plan" not in self.__dict__:
+            self._cell_plan = CellPlan(cells, self.size)
+        return FlippedPrecisionMVN(torch.cat(precs), cells, info, (), self._cell_plan)
+
+    def _indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every factor's rows and (reversed) cells, concatenated, on ``device``."""
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if device not in cache:
+            rows = torch.cat([r for r, _ in self.scatter.values()])
+            cells = torch.cat([c for _, c in self.scatter.values()])
+            cells = self.size**2 - 1 - cells  # (i, j) -> (N-1-i, N-1-j)
+            cache[device] = rows.to(device), cells.to(device)
+        return cache[device]
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split flat aux vectors into ``{site: tensor}`` shaped like each site."""

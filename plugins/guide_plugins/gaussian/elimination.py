@@ -20,7 +20,7 @@ import torch
 
 from .plan import EliminationPlan
 
-__all__ = ["Solution", "eliminate"]
+__all__ = ["Solution", "broadcast_shape", "eliminate"]
 
 ParamFn = Callable[[str], tuple[torch.Tensor, torch.Tensor]]
 
@@ -59,6 +59,16 @@ def _cholesky_inverse(lower: torch.Tensor) -> torch.Tensor:
     if lower.size(-1) == 1:
         return lower.pow(-2)
     return torch.cholesky_inverse(lower)
+
+
+def broadcast_shape(a: torch.Size, b: torch.Size) -> torch.Size:
+    """``torch.broadcast_shapes`` of two shapes, without its Python overhead."""
+    if a == b:
+        return a
+    if len(a) < len(b):
+        a, b = b, a
+    b = (1,) * (len(a) - len(b)) + tuple(b)
+    return torch.Size(y if x == 1 else x for x, y in zip(a, b))
 
 
 def _pad(x: torch.Tensor, depth: int, event_dim: int) -> torch.Tensor:
@@ -107,8 +117,11 @@ class Solution:
         if w is None:
             return v
         group = self.plan.groups[key]
-        shape = torch.broadcast_shapes(full, group.batch)
-        parts = [z[k].expand(shape + (z[k].size(-1),)) for k in group.scope]
+        shape = broadcast_shape(full, group.batch)
+        parts = [
+            z[k] if z[k].shape[:-1] == shape else z[k].expand(shape + z[k].shape[-1:])
+            for k in group.scope
+        ]
         zs = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
         return v - _mv(w, zs)
 
@@ -120,17 +133,41 @@ class Solution:
         Each value has shape ``outer + batch + (size,)``: ``outer`` (sample
         and batch shape of the draw) sits left of every plate dim.
         """
-        full = self._full(torch.Size(outer))
+        return self._draw(torch.Size(outer), noise)[0]
+
+    def draw(
+        self, outer: tuple[int, ...] = ()
+    ) -> tuple[dict[frozenset, torch.Tensor], torch.Tensor]:
+        """Draw every group and return it with its log-density (shape ``outer``).
+
+        The draw is ``z = T(eps)`` for standard normal noise ``eps`` and an
+        affine ``T`` whose Jacobian determinant is ``1 / det L``, so its
+        log-density is ``log N(eps) + log det L``: the same function of the
+        parameters as :meth:`log_prob` at ``z`` (value and gradient), without
+        a second pass over the groups.
+        """
+        outer = torch.Size(outer)
+        z, sq = self._draw(outer, True)
+        const = self.log_det - 0.5 * self.size * math.log(2 * math.pi)
+        return z, (-0.5 * sq + const).expand(outer)
+
+    def _draw(self, outer: torch.Size, noise: bool):
+        full = self._full(outer)
+        depth = self.plan.depth
         z: dict[frozenset, torch.Tensor] = {}
+        total = 0.0
         for key in reversed(self.plan.order):
             rhs = self._mean_given_scope(key, z, full)
-            shape = torch.broadcast_shapes(full, rhs.shape[:-1]) + rhs.shape[-1:]
+            shape = broadcast_shape(full, rhs.shape[:-1]) + rhs.shape[-1:]
             if noise:
-                rhs = rhs + torch.randn(shape, dtype=rhs.dtype, device=rhs.device)
+                eps = torch.randn(shape, dtype=rhs.dtype, device=rhs.device)
+                sq = eps.pow(2).sum(-1)
+                total = total + (sq.sum(list(range(-depth, 0))) if depth else sq)
+                rhs = rhs + eps
             else:
                 rhs = rhs.expand(shape)
             z[key] = _solve_upper_t(self.chol[key], rhs.unsqueeze(-1)).squeeze(-1)
-        return z
+        return z, total
 
     def log_prob(
         self, z: dict[frozenset, torch.Tensor], outer: torch.Size
@@ -176,8 +213,71 @@ class Solution:
         return out
 
 
+def _fold(x: torch.Tensor, dims: tuple[int, ...], event_dim: int) -> torch.Tensor:
+    """Move batch dims ``dims`` of ``x`` into its last dim (kept as size 1)."""
+    if not dims:
+        return x
+    for d in dims:
+        x = x.unsqueeze(-1).transpose(d - event_dim - 1, -1)
+    return x.reshape(x.shape[: x.dim() - len(dims) - 1] + (-1,))
+
+
+_LETTERS = "abcdefghijklm"
+
+
+def _gram_sum(
+    w: torch.Tensor, y: torch.Tensor, dims: tuple[int, ...], depth: int
+) -> torch.Tensor:
+    """Return ``w^T y`` summed over batch dims ``dims`` (kept as size 1).
+
+    ``w`` is ``batch + (n, r)``; ``y`` is ``batch + (n, s)``.
+    """
+    if not dims:
+        return w.mT @ y
+    if all(w.size(i) == 1 for i in range(depth) if i - depth not in dims):
+        # every plate is summed: one product over the stacked rows
+        out = w.reshape(-1, w.size(-1)).mT @ y.reshape(-1, y.size(-1))
+        return out.reshape((1,) * depth + out.shape)
+    batch = _LETTERS[:depth]
+    kept = "".join(c for i, c in enumerate(batch) if i - depth not in dims)
+    out = torch.einsum(f"{batch}nr,{batch}ns->{kept}rs", w, y)
+    shape = [1 if i - depth in dims else w.size(i) for i in range(depth)]
+    return out.reshape(shape + list(out.shape[-2:]))
+
+
+def _factor_layout(plan: EliminationPlan, key: frozenset, cols: list[int], device):
+    """Positions of each factor's (folded) ``prec_sqrt`` entries in the group's
+    ``m x D`` square root, cached on the plan per group, widths and device."""
+    cache = plan.__dict__.setdefault("_factor_layouts", {})
+    ck = (key, tuple(cols), device)
+    if ck not in cache:
+        m, total = plan.groups[key].width, sum(cols)
+        parts, c0, i = [], 0, 0
+        for kind, source in plan.inbox[key]:
+            if kind != "factor":
+                continue
+            index = plan.factors[source].index
+            c = torch.arange(c0, c0 + cols[i])
+            parts.append((index[:, None] * total + c[None, :]).reshape(-1))
+            c0 += cols[i]
+            i += 1
+        cells, rows = [], []
+        for kind, source in plan.inbox[key]:
+            if kind == "message":
+                index = plan.messages[source].index
+                cells.append((m * index[:, None] + index).reshape(-1))
+                rows.append(index)
+        msg = (torch.cat(cells).to(device), torch.cat(rows).to(device)) if rows else ()
+        cache[ck] = (torch.cat(parts).to(device) if parts else None, total, *msg)
+    return cache[ck]
+
+
 def eliminate(plan: EliminationPlan, params: ParamFn) -> Solution:
     """Factorise the guide's Gaussian along ``plan``.
+
+    Each group's factors are stacked into one square root ``P`` (``batch +
+    (m, D)``; a factor's plates that the group lacks are folded into its
+    columns), so that the group's precision is ``P P^T`` plus its messages.
 
     Parameters
     ----------
@@ -190,31 +290,48 @@ def eliminate(plan: EliminationPlan, params: ParamFn) -> Solution:
     messages: dict[frozenset, tuple[torch.Tensor, torch.Tensor]] = {}
     for key in plan.order:
         group = plan.groups[key]
-        precs, infos = [], []
+        gb = group.batch
+        roots, whites, cols = [], [], []
+        msg_precs, msg_infos = [], []
+        m, n = group.width, group.size
         for kind, source in plan.inbox[key]:
             if kind == "factor":
                 white_vec, prec_sqrt = params(source)
-                prec_sqrt = _pad(prec_sqrt, depth, 2)
-                prec = _mm(prec_sqrt, prec_sqrt.mT)
-                info = _mv(prec_sqrt, _pad(white_vec, depth, 1))
                 dims = plan.factors[source].sum_dims
-                prec, info = _sum_batch(prec, dims, 2), _sum_batch(info, dims, 1)
+                root = _fold(_pad(prec_sqrt, depth, 2), dims, 2)
+                white = _fold(_pad(white_vec, depth, 1), dims, 1)
+                k, d = root.shape[-2:]
+                if root.shape[:-2] != gb:
+                    root = root.expand(gb + (k, d))
+                if white.shape[:-1] != gb:
+                    white = white.expand(gb + (d,))
+                roots.append(root.reshape(gb + (k * d,)))
+                whites.append(white)
+                cols.append(d)
             else:
                 prec, info = messages.pop(source)
-            k = info.size(-1)
-            precs.append(
-                prec.expand(group.batch + (k, k)).reshape(group.batch + (k * k,))
-            )
-            infos.append(info.expand(group.batch + (k,)))
-        rows, cells = plan.scatter[key]
-        m, n = group.width, group.size
-        device = infos[0].device
-        info = infos[0].new_zeros(group.batch + (m,))
-        info = info.index_add(-1, rows.to(device), torch.cat(infos, -1))
-        prec = infos[0].new_zeros(group.batch + (m * m,))
-        prec = prec.index_add(-1, cells.to(device), torch.cat(precs, -1))
-        prec = prec.reshape(group.batch + (m, m))
-        lower = _cholesky(prec[..., :n, :n])
+                k = info.size(-1)
+                msg_precs.append(prec.expand(gb + (k, k)).reshape(gb + (k * k,)))
+                msg_infos.append(info.expand(gb + (k,)))
+        ref = roots[0] if roots else msg_infos[0]
+        pos, total, *msg_index = _factor_layout(plan, key, cols, ref.device)
+        if roots:
+            flat = torch.cat(roots, -1) if len(roots) > 1 else roots[0]
+            root = ref.new_zeros(gb + (m * total,)).index_add(-1, pos, flat)
+            root = root.reshape(gb + (m, total))
+            white = torch.cat(whites, -1) if len(whites) > 1 else whites[0]
+            prec = root @ root.mT
+            info = _mv(root, white)
+        else:
+            prec = ref.new_zeros(gb + (m, m))
+            info = ref.new_zeros(gb + (m,))
+        if msg_precs:
+            cells, msg_rows = msg_index
+            prec = prec.reshape(gb + (m * m,))
+            prec = prec.index_add(-1, cells, torch.cat(msg_precs, -1))
+            prec = prec.reshape(gb + (m, m))
+            info = info.index_add(-1, msg_rows, torch.cat(msg_infos, -1))
+        lower = _cholesky(prec if m == n else prec[..., :n, :n])
         if m == n:
             sol.shifts[key] = _solve_lower(lower, info.unsqueeze(-1)).squeeze(-1)
             sol.weights[key] = None
@@ -223,10 +340,12 @@ def eliminate(plan: EliminationPlan, params: ParamFn) -> Solution:
             solved = _solve_lower(lower, rhs)
             v, w = solved[..., 0], solved[..., 1:]
             sol.shifts[key], sol.weights[key] = v, w
-            schur = prec[..., n:, n:] - _mm(w.mT, w)
-            rest = info[..., n:] - _mv(w.mT, v)
             dims = group.sum_dims
-            messages[key] = (_sum_batch(schur, dims, 2), _sum_batch(rest, dims, 1))
+            schur = _sum_batch(prec[..., n:, n:], dims, 2)
+            schur = schur - _gram_sum(w, w, dims, depth)
+            rest = _sum_batch(info[..., n:], dims, 1)
+            rest = rest - _gram_sum(w, v.unsqueeze(-1), dims, depth).squeeze(-1)
+            messages[key] = (schur, rest)
         sol.chol[key] = lower
         sol.log_det = sol.log_det + lower.diagonal(dim1=-2, dim2=-1).log().sum()
     return sol

@@ -15,7 +15,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 
 from .base import AutoGaussian
-from .elimination import Solution, eliminate
+from .elimination import Solution, broadcast_shape, eliminate
 from .plan import EliminationPlan
 from .structure import unflatten
 
@@ -25,11 +25,20 @@ __all__ = ["AutoGaussianSparse", "SparseGaussian"]
 def _groups_to_flat(
     plan: EliminationPlan, z: dict[frozenset, torch.Tensor], outer: torch.Size
 ) -> torch.Tensor:
-    parts = []
+    # [group key, lo, hi]; consecutive members of an unbatched group merged
+    runs: list[list] = []
     for name, latent in plan.structure.latents.items():
         group = plan.groups[latent.plates]
         lo, hi = group.offsets[name]
-        parts.append(z[latent.plates][..., lo:hi].reshape(outer + (-1,)))
+        last = runs[-1] if runs else None
+        if last and last[0] == latent.plates and last[2] == lo and not latent.plates:
+            runs[-1][2] = hi
+        else:
+            runs.append([latent.plates, lo, hi])
+    parts = []
+    for key, lo, hi in runs:
+        part = z[key] if hi - lo == plan.groups[key].size else z[key][..., lo:hi]
+        parts.append(part.reshape(outer + (-1,)))
     return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
 
@@ -71,10 +80,16 @@ class SparseGaussian(TorchDistribution):
 
     def rsample(self, sample_shape: Any = ()) -> torch.Tensor:
         outer = torch.Size(sample_shape) + self.batch_shape
-        z = self.solution.sample(outer)
-        return _groups_to_flat(self.solution.plan, z, outer)
+        z, log_prob = self.solution.draw(outer)
+        flat = _groups_to_flat(self.solution.plan, z, outer)
+        # The density of the latest draw comes with it (see Solution.draw).
+        self._last = (flat, z, log_prob)
+        return flat
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        last = getattr(self, "_last", None)
+        if last is not None and value is last[0]:
+            return last[2]
         z = _flat_to_groups(self.solution.plan, value)
         return self.solution.log_prob(z, value.shape[:-1])
 
@@ -104,12 +119,16 @@ class AutoGaussianSparse(AutoGaussian):
     def _solve(self) -> Solution:
         return eliminate(self._plan, self._factor_params)
 
-    def _site_values(self, z: dict[frozenset, torch.Tensor]) -> dict:
+    def _site_values(self, z: dict[frozenset, torch.Tensor], outer=()) -> dict:
         out = {}
         for name, latent in self._structure.latents.items():
-            lo, hi = self._plan.groups[latent.plates].offsets[name]
-            value = z[latent.plates][..., lo:hi]
-            out[name] = value.reshape(latent.batch_shape + latent.event_shape)
+            group = self._plan.groups[latent.plates]
+            lo, hi = group.offsets[name]
+            value = z[latent.plates]
+            if hi - lo != group.size:
+                value = value[..., lo:hi]
+            shape = broadcast_shape(torch.Size(outer), latent.batch_shape)
+            out[name] = value.reshape(shape + latent.event_shape)
         return out
 
     def _sample_aux_values(self, *, temperature: float) -> dict[str, torch.Tensor]:
@@ -120,6 +139,9 @@ class AutoGaussianSparse(AutoGaussian):
             raise ValueError(f"temperature must be 0 or 1, got {temperature!r}")
         latent = SparseGaussian(solution)
         flat = pyro.sample(self._aux_name, latent, infer={"is_auxiliary": True})
+        last = getattr(latent, "_last", None)
+        if last is not None and last[0] is flat:  # our own draw: skip re-slicing
+            return self._site_values(last[1], flat.shape[:-1])
         return unflatten(flat, self._structure.latents)
 
     def _aux_moments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
