@@ -19,7 +19,7 @@ from .base import AutoGaussian
 from .precision_mvn import CellPlan, FlippedPrecisionMVN
 from .structure import GaussianStructure, plate_shape, unflatten
 
-__all__ = ["AutoGaussianDense", "DenseLayout", "fold_plates", "precision_to_scale_tril"]
+__all__ = ["AutoGaussianDense", "DenseLayout", "fold_plates"]
 
 ParamFn = Callable[[str], tuple[torch.Tensor, torch.Tensor]]
 
@@ -41,19 +41,6 @@ def fold_plates(
     moved = sorted(p.dim - 1 for p in folded)
     perm = [d for d in range(-x.dim(), -1) if d not in moved] + moved + [-1]
     return x.permute([d % x.dim() for d in perm]).reshape(plate_shape(kept) + (-1,))
-
-
-def precision_to_scale_tril(precision: torch.Tensor) -> torch.Tensor:
-    """Return the lower Cholesky factor of ``inverse(precision)``.
-
-    Factorising the precision with its rows and columns reversed gives an
-    upper-triangular square root of it, whose inverse is the lower factor of the
-    covariance; no explicit inverse of ``precision`` is formed.
-    """
-    flipped = torch.linalg.cholesky(precision.flip(-2, -1))
-    upper_root = flipped.flip(-2, -1).mT  # lower triangular, L^T L = precision
-    eye = torch.eye(precision.size(-1), dtype=precision.dtype, device=precision.device)
-    return torch.linalg.solve_triangular(upper_root, eye, upper=False)
 
 
 class DenseLayout:

@@ -192,17 +192,6 @@ class EliminationPlan:
         for key in self.order:
             if key in self.messages:
                 self.inbox[self.messages[key].group].append(("message", key))
-        self.scatter: dict[frozenset, tuple[torch.Tensor, torch.Tensor]] = {}
-        for key, sources in self.inbox.items():
-            width = self.groups[key].width
-            rows, cells = [], []
-            for kind, source in sources:
-                place = (
-                    self.factors[source] if kind == "factor" else self.messages[source]
-                )
-                rows.append(place.index)
-                cells.append((width * place.index[:, None] + place.index).reshape(-1))
-            self.scatter[key] = (torch.cat(rows), torch.cat(cells))
 
     def _coords(self, receiver: frozenset, group: frozenset, lo: int, hi: int):
         start, _ = self.groups[receiver].layout[group]
