@@ -93,6 +93,20 @@ class AutoGaussianFunsor(AutoGaussian):
                 domains[u] = funsor.Reals[structure.latents[u].event_shape]
             inputs[name] = domains
         self._funsor_inputs = inputs
+        # Factors sharing a non-empty plate set are added into one term before
+        # elimination (fewer terms for funsor to contract). Global factors are
+        # left apart: merging them changes funsor's sampling order and rounding.
+        by_plates: dict[frozenset, list[str]] = {}
+        for name, factor in structure.factors.items():
+            by_plates.setdefault(frozenset(factor.plates), []).append(name)
+        groups = []
+        for plates, names in by_plates.items():
+            latent = [n for n in names if n in structure.latents]
+            if latent and plates:
+                groups.append((latent[0], *[n for n in names if n != latent[0]]))
+            else:
+                groups.extend((n,) for n in names)
+        self._funsor_groups = groups
         self._funsor_plate_dims = plate_dims
         self._funsor_eliminate = frozenset(plate_dims) | frozenset(structure.latents)
 
@@ -107,7 +121,13 @@ class AutoGaussianFunsor(AutoGaussian):
                 prec_sqrt=prec_sqrt.reshape(batch + prec_sqrt.shape[-2:]),
                 inputs=domains,
             )
-        return factors
+        merged: dict[str, Any] = {}
+        for group in self._funsor_groups:
+            total = factors[group[0]]
+            for other in group[1:]:
+                total = factors[other] + total
+            merged[group[0]] = total
+        return merged
 
     def _sample_aux_values(self, *, temperature: float) -> dict[str, torch.Tensor]:
         if temperature not in (0, 1):
