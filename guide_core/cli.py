@@ -22,6 +22,7 @@ import torch
 
 from . import registry
 from .cli_io import UsageError, check_model, load_data, load_model
+from .compose import accepts, default_init
 from .errors import RegistryError
 from .examples import EXAMPLES
 
@@ -132,13 +133,9 @@ def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) ->
 
 
 def _takes_init(name: str) -> bool:
-    """Whether the guide uses an ``init_loc_fn`` (one defaulting to None is a
-    deprecated, ignored argument, as in ``AutoIAFNormal``)."""
-    try:
-        params = inspect.signature(registry.info(name).factory).parameters
-    except (TypeError, ValueError):
-        return False
-    return "init_loc_fn" in params and params["init_loc_fn"].default is not None
+    """Whether the guide uses an ``init_loc_fn`` (not a deprecated, ignored one)."""
+    spec = registry.info(name)
+    return accepts(spec, "init_loc_fn") and default_init(spec) is not None
 
 
 def _elbo(result: Any) -> float:

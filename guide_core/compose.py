@@ -60,7 +60,9 @@ def accepts(spec: GuideSpec, keyword: str) -> bool:
     return True  # nothing to introspect: let the guide check
 
 
-def _default_init(spec: GuideSpec) -> Callable:
+def default_init(spec: GuideSpec) -> Callable | None:
+    """The default ``init_loc_fn`` of the guide of ``spec`` (``None`` where the
+    argument is deprecated and ignored, as in ``AutoIAFNormal``)."""
     for target in (spec.factory, getattr(spec.factory, "__init__", None)):
         try:
             param = inspect.signature(target).parameters.get("init_loc_fn")
@@ -114,7 +116,7 @@ def warm_init(
     """
     if isinstance(init_loc_fn, str):
         init_loc_fn = registry.init_strategy(init_loc_fn)
-    fallback = init_loc_fn if init_loc_fn is not None else _default_init(spec)
+    fallback = init_loc_fn if init_loc_fn is not None else default_init(spec)
     return init_to_value(values=dict(values), fallback=fallback)
 
 
