@@ -151,10 +151,6 @@ class SiteFacts:
         u = self.require_unconstrained()
         return self.full_size(u, self.unconstrained_event_dim)
 
-    def plate_dims(self) -> dict[int, PlateFacts]:
-        """Return the site's plates keyed by their batch dimension."""
-        return {p.dim: p for p in self.plates}
-
 
 @attrs.frozen(eq=False)
 class Prototype:
