@@ -7,7 +7,9 @@ reported with the extra to install.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro
@@ -19,11 +21,13 @@ from pyro.poutine.runtime import am_i_wrapped, get_plates
 from guide_core.checks import require_extras
 
 from .base import AutoGaussian
+from .replay import NotReplayable, ProgramCache, record
 from .structure import plate_names
 
 __all__ = ["AutoGaussianFunsor", "import_funsor"]
 
 INSTALL_HINT = "guide-core[funsor]"
+logger = logging.getLogger(__name__)
 
 
 def import_funsor() -> Any:
@@ -57,9 +61,12 @@ def _eliminate(fn: Any, **kwargs: Any) -> Any:
 class AutoGaussianFunsor(AutoGaussian):
     """:class:`AutoGaussian` by Gaussian tensor variable elimination (``"funsor"``).
 
-    Cost is linear in the plate sizes but with a large constant overhead of
-    symbolic dispatch. Needs monotone plates (a site's upstreams sit in no
-    plate the site lacks). The joint log-density is the factor site
+    Cost is linear in the plate sizes. funsor's symbolic dispatch costs far
+    more than the torch operations it issues, so the first draw for given
+    shapes records those operations (:mod:`.replay`) and later draws replay
+    them: the same values, gradients and random draws without the dispatch.
+    Needs monotone plates (a site's upstreams sit in no plate the site
+    lacks). The joint log-density is the factor site
     ``_AutoGaussianFunsor_latent``. ``quantiles`` use a dense factorisation.
     """
 
@@ -109,13 +116,16 @@ class AutoGaussianFunsor(AutoGaussian):
         self._funsor_groups = groups
         self._funsor_plate_dims = plate_dims
         self._funsor_eliminate = frozenset(plate_dims) | frozenset(structure.latents)
+        self._programs = ProgramCache()
 
-    def _funsor_factors(self, funsor: Any) -> dict[str, Any]:
+    def _funsor_factors(self, funsor: Any, params: Sequence[torch.Tensor]) -> dict:
+        """Build the (merged) funsor factors from the flat ``params`` list."""
         factors = {}
+        pairs = iter(params)
         for name, domains in self._funsor_inputs.items():
             plates = sorted(self._structure.factors[name].plates, key=lambda p: p.dim)
             batch = torch.Size(p.size for p in plates)
-            white_vec, prec_sqrt = self._factor_params(name)
+            white_vec, prec_sqrt = next(pairs), next(pairs)
             factors[name] = funsor.gaussian.Gaussian(
                 white_vec=white_vec.reshape(batch + white_vec.shape[-1:]),
                 prec_sqrt=prec_sqrt.reshape(batch + prec_sqrt.shape[-2:]),
@@ -129,38 +139,84 @@ class AutoGaussianFunsor(AutoGaussian):
             merged[group[0]] = total
         return merged
 
+    def _flat_params(self) -> list[torch.Tensor]:
+        out = []
+        for name in self._funsor_inputs:
+            out.extend(self._factor_params(name))
+        return out
+
+    def _rsample_fn(self, particles: frozenset) -> Callable[..., tuple]:
+        """``fn(*flat params)`` -> the latents' draws (model order) and log q."""
+        funsor = import_funsor()
+        dims = dict(self._funsor_plate_dims)
+        dims.update({f.name: f.dim for f in particles})
+        sample_inputs = {f.name: funsor.Bint[f.size] for f in particles}
+        latents = list(self._structure.latents)
+
+        def fn(*params: torch.Tensor) -> tuple:
+            samples, log_prob = _eliminate(
+                funsor.recipes.forward_filter_backward_rsample,
+                factors=self._funsor_factors(funsor, params),
+                eliminate=self._funsor_eliminate,
+                plates=frozenset(dims),
+                sample_inputs=sample_inputs,
+            )
+            values = [funsor.to_data(samples[n], name_to_dim=dims) for n in latents]
+            return (*values, funsor.to_data(log_prob, name_to_dim=dims))
+
+        return fn
+
+    def _rsample(self) -> tuple[torch.Tensor, ...]:
+        """Draw with funsor; replay funsor's recorded tensor program when the
+        shapes were seen before (the same draws, without funsor's dispatch)."""
+        particles = frozenset(get_plates())
+        params = self._flat_params()
+        if torch.jit.is_tracing():
+            return self._rsample_fn(particles)(*params)
+        key = (
+            tuple(sorted((f.name, f.size, f.dim) for f in particles)),
+            tuple((p.shape, p.dtype, p.device) for p in params),
+        )
+        program = self._programs.get(key)
+        if program is not None:
+            with ignore_torch_deprecation_warnings():
+                return program(*params)
+        fn = self._rsample_fn(particles)
+        if key in self._programs:  # known not to be replayable
+            return fn(*params)
+        try:
+            program, outputs = record(fn, params)
+        except NotReplayable as exc:
+            logger.info("%s; funsor runs on every call", exc)
+            program, outputs = None, exc.outputs
+        self._programs[key] = program
+        return outputs
+
     def _sample_aux_values(self, *, temperature: float) -> dict[str, torch.Tensor]:
         if temperature not in (0, 1):
             raise ValueError(f"temperature must be 0 or 1, got {temperature!r}")
+        if temperature == 0:
+            return self._mode()
+        *values, log_prob = self._rsample()
+        if am_i_wrapped() and poutine.get_mask() is not False:
+            pyro.factor(self._aux_name, log_prob, has_rsample=True)
+        return dict(zip(self._structure.latents, values))
+
+    def _mode(self) -> dict[str, torch.Tensor]:
         funsor = import_funsor()
         particles = frozenset(get_plates())
         dims = dict(self._funsor_plate_dims)
         dims.update({f.name: f.dim for f in particles})
-        factors = self._funsor_factors(funsor)
-        plates = frozenset(dims)
-        if temperature == 1:
-            samples, log_prob = _eliminate(
-                funsor.recipes.forward_filter_backward_rsample,
-                factors=factors,
-                eliminate=self._funsor_eliminate,
-                plates=plates,
-                sample_inputs={f.name: funsor.Bint[f.size] for f in particles},
-            )
-        else:
-            samples, log_prob = _eliminate(
-                funsor.recipes.forward_filter_backward_precondition,
-                factors=factors,
-                eliminate=self._funsor_eliminate,
-                plates=plates,
-            )
-            # The mode: every whitened noise coordinate at zero.
-            shape = torch.Size(f.size for f in particles)
-            noise = torch.zeros(shape + log_prob.inputs["aux"].shape)
-            aux = funsor.Tensor(noise)[tuple(f.name for f in particles)]
-            with funsor.interpretations.memoize():
-                samples = {k: v(aux=aux) for k, v in samples.items()}
-                log_prob = log_prob(aux=aux)
-        if am_i_wrapped() and poutine.get_mask() is not False:
-            log_prob = funsor.to_data(log_prob, name_to_dim=dims)
-            pyro.factor(self._aux_name, log_prob, has_rsample=True)
+        samples, log_prob = _eliminate(
+            funsor.recipes.forward_filter_backward_precondition,
+            factors=self._funsor_factors(funsor, self._flat_params()),
+            eliminate=self._funsor_eliminate,
+            plates=frozenset(dims),
+        )
+        # The mode: every whitened noise coordinate at zero.
+        shape = torch.Size(f.size for f in particles)
+        noise = torch.zeros(shape + log_prob.inputs["aux"].shape)
+        aux = funsor.Tensor(noise)[tuple(f.name for f in particles)]
+        with funsor.interpretations.memoize():
+            samples = {k: v(aux=aux) for k, v in samples.items()}
         return {k: funsor.to_data(v, name_to_dim=dims) for k, v in samples.items()}

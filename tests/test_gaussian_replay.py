@@ -1,0 +1,156 @@
+"""The funsor back end replays funsor's recorded tensor program: the same
+losses, gradients and draws as running funsor on every call, and recordings
+that could go stale are refused."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from guide_plugins.gaussian import funsor_backend
+from guide_plugins.gaussian.replay import NotReplayable, ProgramCache, record
+from oracle import DATA, MODELS
+from pyro.infer import SVI, Predictive, Trace_ELBO
+
+import guide_core
+
+pytest.importorskip("funsor")
+
+AutoGaussian = guide_core.AutoGaussian
+
+
+def hierarchical_model(y):
+    loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+    scale = pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("groups", len(y)):
+        theta = pyro.sample("theta", dist.Normal(loc, scale))
+        pyro.sample("y", dist.Normal(theta, 1.0), obs=y)
+
+
+Y = torch.linspace(-2.0, 3.0, 7)
+
+
+def _never_replay(monkeypatch):
+    def refuse(fn, inputs):
+        exc = NotReplayable("disabled by the test")
+        exc.outputs = tuple(fn(*inputs))
+        raise exc
+
+    monkeypatch.setattr(funsor_backend, "record", refuse)
+
+
+def _train(model, args, elbo, steps=6):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoGaussian(model, backend="funsor")
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), elbo)
+    losses = [svi.step(*args) for _ in range(steps)]
+    # one more differentiable loss, to compare gradients
+    loss = elbo.differentiable_loss(model, guide, *args)
+    params = [p for _, p in sorted(guide.named_parameters())]
+    grads = torch.autograd.grad(loss, params)
+    return guide, losses, grads
+
+
+@pytest.mark.parametrize(
+    "model, args",
+    [(hierarchical_model, (Y,)), (MODELS["plated"], (DATA,))],
+    ids=["hierarchical", "plated"],
+)
+@pytest.mark.parametrize("particles", [1, 3])
+def test_replay_equals_funsor_on_every_call(monkeypatch, model, args, particles):
+    def elbo():
+        return Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1)
+
+    guide, losses, grads = _train(model, args, elbo())
+    assert [p for p in guide._programs.values() if p is not None]  # it replayed
+    _never_replay(monkeypatch)
+    eager, eager_losses, eager_grads = _train(model, args, elbo())
+    assert all(p is None for p in eager._programs.values())
+    assert losses == eager_losses  # the same operations: exactly the same numbers
+    for a, b in zip(grads, eager_grads):
+        assert torch.equal(a, b)
+
+
+def test_new_shapes_are_recorded_again():
+    guide = AutoGaussian(hierarchical_model, backend="funsor")
+    guide(Y)
+    Predictive(hierarchical_model, guide=guide, num_samples=4, parallel=True)(Y)
+    assert len(guide._programs) == 2  # no particle plate, then one of size 4
+    draws = Predictive(hierarchical_model, guide=guide, num_samples=4, parallel=True)
+    assert draws(Y)["theta"].shape == (4, len(Y))  # as Pyro's
+
+
+def test_a_copied_guide_records_again_and_draws_the_same():
+    guide = AutoGaussian(hierarchical_model, backend="funsor")
+    guide(Y)
+    for clone in (copy.deepcopy(guide), pickle.loads(pickle.dumps(guide))):
+        assert isinstance(clone._programs, ProgramCache) and not clone._programs
+        pyro.set_rng_seed(3)
+        expected = guide(Y)
+        pyro.set_rng_seed(3)
+        got = clone(Y)
+        assert clone._programs
+        for name in expected:
+            assert torch.equal(expected[name], got[name])
+
+
+# -- the recorder itself ------------------------------------------------------------
+
+
+def test_a_program_replays_the_operations_and_the_random_draws():
+    def fn(a, b):
+        torch.randn(5)  # unused, but it moves the random stream
+        noise = torch.randn(a.shape)
+        total = torch.cat([a * b, noise], -1).sum(-1, keepdim=True)
+        return a + noise, total.exp()
+
+    a, b = torch.randn(2, 3, requires_grad=True), torch.randn(3)
+    program, outputs = record(fn, [a, b])
+    a2, b2 = torch.randn(2, 3), torch.randn(3)
+    pyro.set_rng_seed(7)
+    expected = fn(a2, b2)
+    pyro.set_rng_seed(7)
+    got = program(a2, b2)
+    for x, y in zip(expected, got):
+        assert torch.equal(x, y)
+    grad = torch.autograd.grad(program(a, b)[1].sum(), a)[0]
+    assert grad.shape == a.shape and grad.abs().sum() > 0
+
+
+def test_reading_a_value_into_python_is_refused():
+    def fn(x):
+        return (x * 2,) if x.sum() > 0 else (x * 3,)  # control flow on a value
+
+    with pytest.raises(NotReplayable, match=r"reads tensor values .*__bool__") as info:
+        record(fn, [torch.ones(3)])
+    assert torch.equal(info.value.outputs[0], torch.full((3,), 2.0))
+
+
+def test_a_captured_tensor_that_needs_a_gradient_is_refused():
+    weight = torch.ones(3, requires_grad=True)
+    with pytest.raises(NotReplayable, match="needs a gradient but is no input"):
+        record(lambda x: (x * weight,), [torch.ones(3)])
+
+
+def test_a_stale_cache_is_caught_by_the_check_on_perturbed_inputs():
+    cache = {}
+
+    def fn(x):
+        if "scale" not in cache:  # computed once, from the first input
+            cache["scale"] = x.detach().sum()
+        return (x * cache["scale"],)
+
+    with pytest.raises(NotReplayable, match="disagrees"):
+        record(fn, [torch.ones(3)])
+
+
+def test_the_cache_keeps_the_newest_signatures():
+    cache = ProgramCache()
+    for i in range(ProgramCache.MAX_SIZE + 3):
+        cache[i] = None
+    assert list(cache) == list(range(3, ProgramCache.MAX_SIZE + 3))
