@@ -70,7 +70,8 @@ class BenchConfig:
         overhead common to both sides that hides the guides' own cost).
     backend : str or None
         ``backend=`` for guides that take one (AutoGaussian); Pyro's side gets
-        the same back end when Pyro has it, else its default.
+        the same back end when Pyro has it, else its default. ``None`` runs
+        every back end the guide lists, one cell each.
     """
 
     guides: tuple[str, ...] | None = None
@@ -113,6 +114,7 @@ class CellResult:
     model: str
     ours: SideResult
     pyro: SideResult
+    backend: str | None = None
     floor_ms: float | None = None
     floor_error: str | None = None
     loss_window: int = 10
@@ -132,6 +134,7 @@ class CellResult:
             "guide": self.guide,
             "class_name": self.class_name,
             "model": self.model,
+            "backend": self.backend,
             "ours_ms": ours_ms,
             "pyro_ms": pyro_ms,
             "ratio": self.ratio,
@@ -185,15 +188,23 @@ def select_guides(
     return specs, skipped
 
 
-def run_cell(spec: Any, case: ModelCase, config: BenchConfig) -> CellResult:
-    """Time one guide (ours and Pyro's) on one model; never raises for a guide."""
+def run_cell(
+    spec: Any, case: ModelCase, config: BenchConfig, backend: str | None = None
+) -> CellResult:
+    """Time one guide (ours and Pyro's) on one model; never raises for a guide.
+
+    ``backend`` (default ``config.backend``) is passed to guides that take one.
+    """
     cfg = config.resolved()
+    backend = cfg.backend if backend is None else backend
     pyro_cls = getattr(pyro_autoguide, spec.class_name)
     ours_cls = spec.factory
-    if cfg.backend is not None and spec.backends:
-        ours_cls = functools.partial(spec.factory, backend=cfg.backend)
-        if cfg.backend in getattr(pyro_cls, "backends", ()):
-            pyro_cls = functools.partial(pyro_cls, backend=cfg.backend)
+    if backend is not None and spec.backends:
+        ours_cls = functools.partial(spec.factory, backend=backend)
+        if backend in getattr(pyro_cls, "backends", ()):
+            pyro_cls = functools.partial(pyro_cls, backend=backend)
+    else:
+        backend = None
     ours = Runner(ours_cls, case, seed=cfg.seed, lr=cfg.lr)
     theirs = Runner(pyro_cls, case, seed=cfg.seed, lr=cfg.lr)
     time_pair([ours, theirs], cfg.warmup, cfg.rounds, cfg.steps)
@@ -203,6 +214,7 @@ def run_cell(spec: Any, case: ModelCase, config: BenchConfig) -> CellResult:
         model=case.name,
         ours=ours.result,
         pyro=theirs.result,
+        backend=backend,
         loss_window=cfg.loss_window,
     )
     try:
@@ -272,6 +284,8 @@ def run_benchmarks(config: BenchConfig | None = None) -> BenchResult:
         result.machine = machine_info()
         result.machine["validation"] = cfg.validate
         for spec in specs:
-            for case in cases:
-                result.cells.append(run_cell(spec, case, cfg))
+            backends = (cfg.backend,) if cfg.backend else spec.backends or (None,)
+            for backend in backends:
+                for case in cases:
+                    result.cells.append(run_cell(spec, case, cfg, backend))
     return result

@@ -73,8 +73,11 @@ def _row(cell: dict[str, Any]) -> list[str]:
         if cell["floor_error"]
         else _ms(cell["floor_ms"])
     )
+    guide = cell["guide"]
+    if cell.get("backend"):
+        guide = f"{guide} ({cell['backend']})"
     return [
-        cell["guide"],
+        guide,
         cell["model"],
         ours,
         pyro,

@@ -234,3 +234,23 @@ def test_cli_rejects_unknown_names(
     assert main(["--quick", "--guides", "no_such_guide", "--out", str(tmp_path)]) == 2
     assert "unknown benchmark model" in capsys.readouterr().err
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_every_back_end_gets_its_own_cell(tmp_path: Path) -> None:
+    pytest.importorskip("funsor")
+    config = BenchConfig(
+        guides=("auto_gaussian",), models=("tiny",), quick=True, steps=1, rounds=1
+    )
+    result = run_benchmarks(config)
+    cells = {c.backend: c for c in result.cells}
+    assert list(cells) == list(registry.info("auto_gaussian").backends)
+    for backend, cell in cells.items():
+        assert cell.ours.error is None and cell.pyro.error is None, backend
+    # Pyro has dense and funsor: the same back end on both sides, the same run.
+    for backend in ("dense", "funsor"):
+        ours, pyros = cells[backend].ours, cells[backend].pyro
+        assert ours.final_loss() == pytest.approx(pyros.final_loss(), rel=1e-5)
+    assert main(["--quick", "--guides", "auto_gaussian", "--models", "tiny",
+                 "--steps", "1", "--rounds", "1", "--backend", "sparse",
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert "| auto_gaussian (sparse) | tiny |" in (tmp_path / "bench.md").read_text()
