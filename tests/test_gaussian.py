@@ -66,10 +66,11 @@ def test_sites_and_param_names_are_pyros(backend):
     assert f"_AutoGaussian{backend.capitalize()}_latent" in ours.nodes
 
 
-def test_jit_matches_pyro():
+@pytest.mark.parametrize("backend", ORACLE_BACKENDS)
+def test_jit_matches_pyro(backend):
     model = MODELS["plated"]
-    ours = run_svi(_ours("dense"), model, DATA, elbo=JitTrace_ELBO(), levels=None)
-    pyros = run_svi(_pyros("dense"), model, DATA, elbo=JitTrace_ELBO(), levels=None)
+    ours = run_svi(_ours(backend), model, DATA, elbo=JitTrace_ELBO(), levels=None)
+    pyros = run_svi(_pyros(backend), model, DATA, elbo=JitTrace_ELBO(), levels=None)
     assert_same_runs(ours, pyros)
 
 
