@@ -34,6 +34,10 @@ def _mv(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (a @ x.unsqueeze(-1)).squeeze(-1)
 
 
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+
 def _cholesky(a: torch.Tensor) -> torch.Tensor:
     if a.size(-1) == 1:
         return a.sqrt()
@@ -103,7 +107,7 @@ class Solution:
         self.chol: dict[frozenset, torch.Tensor] = {}
         self.weights: dict[frozenset, torch.Tensor | None] = {}
         self.shifts: dict[frozenset, torch.Tensor] = {}
-        self.log_det: torch.Tensor | float = 0.0
+        self.log_det: torch.Tensor | None = None
         self.size = sum(v.numel for v in plan.structure.latents.values())
 
     def _full(self, outer: torch.Size) -> torch.Size:
@@ -155,14 +159,14 @@ class Solution:
         full = self._full(outer)
         depth = self.plan.depth
         z: dict[frozenset, torch.Tensor] = {}
-        total = 0.0
+        total = None
         for key in reversed(self.plan.order):
             rhs = self._mean_given_scope(key, z, full)
             shape = broadcast_shape(full, rhs.shape[:-1]) + rhs.shape[-1:]
             if noise:
                 eps = torch.randn(shape, dtype=rhs.dtype, device=rhs.device)
-                sq = eps.pow(2).sum(-1)
-                total = total + (sq.sum(list(range(-depth, 0))) if depth else sq)
+                sq = eps.pow(2).sum(list(range(-depth - 1, 0)))
+                total = sq if total is None else total + sq
                 rhs = rhs + eps
             else:
                 rhs = rhs.expand(shape)
@@ -316,10 +320,10 @@ def eliminate(plan: EliminationPlan, params: ParamFn) -> Solution:
         ref = roots[0] if roots else msg_infos[0]
         pos, total, *msg_index = _factor_layout(plan, key, cols, ref.device)
         if roots:
-            flat = torch.cat(roots, -1) if len(roots) > 1 else roots[0]
+            flat = _cat(roots)
             root = ref.new_zeros(gb + (m * total,)).index_add(-1, pos, flat)
             root = root.reshape(gb + (m, total))
-            white = torch.cat(whites, -1) if len(whites) > 1 else whites[0]
+            white = _cat(whites)
             prec = root @ root.mT
             info = _mv(root, white)
         else:
@@ -328,9 +332,9 @@ def eliminate(plan: EliminationPlan, params: ParamFn) -> Solution:
         if msg_precs:
             cells, msg_rows = msg_index
             prec = prec.reshape(gb + (m * m,))
-            prec = prec.index_add(-1, cells, torch.cat(msg_precs, -1))
+            prec = prec.index_add(-1, cells, _cat(msg_precs))
             prec = prec.reshape(gb + (m, m))
-            info = info.index_add(-1, msg_rows, torch.cat(msg_infos, -1))
+            info = info.index_add(-1, msg_rows, _cat(msg_infos))
         lower = _cholesky(prec if m == n else prec[..., :n, :n])
         if m == n:
             sol.shifts[key] = _solve_lower(lower, info.unsqueeze(-1)).squeeze(-1)
@@ -341,11 +345,11 @@ def eliminate(plan: EliminationPlan, params: ParamFn) -> Solution:
             v, w = solved[..., 0], solved[..., 1:]
             sol.shifts[key], sol.weights[key] = v, w
             dims = group.sum_dims
-            schur = _sum_batch(prec[..., n:, n:], dims, 2)
-            schur = schur - _gram_sum(w, w, dims, depth)
-            rest = _sum_batch(info[..., n:], dims, 1)
-            rest = rest - _gram_sum(w, v.unsqueeze(-1), dims, depth).squeeze(-1)
+            gram = _gram_sum(w, solved, dims, depth)  # W^T [v, W], summed
+            schur = _sum_batch(prec[..., n:, n:], dims, 2) - gram[..., 1:]
+            rest = _sum_batch(info[..., n:], dims, 1) - gram[..., 0]
             messages[key] = (schur, rest)
         sol.chol[key] = lower
-        sol.log_det = sol.log_det + lower.diagonal(dim1=-2, dim2=-1).log().sum()
+        log_det = lower.diagonal(dim1=-2, dim2=-1).log().sum()
+        sol.log_det = log_det if sol.log_det is None else sol.log_det + log_det
     return sol
