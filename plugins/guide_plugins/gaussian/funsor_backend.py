@@ -145,11 +145,16 @@ class AutoGaussianFunsor(AutoGaussian):
             out.extend(self._factor_params(name))
         return out
 
+    def _dims(self, particles: frozenset) -> dict[str, int]:
+        """``{name: dim}`` of the model's plates and the particle plates."""
+        dims = dict(self._funsor_plate_dims)
+        dims.update({f.name: f.dim for f in particles})
+        return dims
+
     def _rsample_fn(self, particles: frozenset) -> Callable[..., tuple]:
         """``fn(*flat params)`` -> the latents' draws (model order) and log q."""
         funsor = import_funsor()
-        dims = dict(self._funsor_plate_dims)
-        dims.update({f.name: f.dim for f in particles})
+        dims = self._dims(particles)
         sample_inputs = {f.name: funsor.Bint[f.size] for f in particles}
         latents = list(self._structure.latents)
 
@@ -177,13 +182,13 @@ class AutoGaussianFunsor(AutoGaussian):
             tuple(sorted((f.name, f.size, f.dim) for f in particles)),
             tuple((p.shape, p.dtype, p.device) for p in params),
         )
-        program = self._programs.get(key)
-        if program is not None:
+        if key in self._programs:
+            program = self._programs[key]
+            if program is None:  # known not to be replayable
+                return self._rsample_fn(particles)(*params)
             with ignore_torch_deprecation_warnings():
                 return program(*params)
         fn = self._rsample_fn(particles)
-        if key in self._programs:  # known not to be replayable
-            return fn(*params)
         try:
             program, outputs = record(fn, params)
         except NotReplayable as exc:
@@ -205,8 +210,7 @@ class AutoGaussianFunsor(AutoGaussian):
     def _mode(self) -> dict[str, torch.Tensor]:
         funsor = import_funsor()
         particles = frozenset(get_plates())
-        dims = dict(self._funsor_plate_dims)
-        dims.update({f.name: f.dim for f in particles})
+        dims = self._dims(particles)
         samples, log_prob = _eliminate(
             funsor.recipes.forward_filter_backward_precondition,
             factors=self._funsor_factors(funsor, self._flat_params()),
