@@ -28,8 +28,6 @@ from torch.overrides import TorchFunctionMode
 
 __all__ = ["NotReplayable", "ProgramCache", "TensorProgram", "record"]
 
-# Calls that read a tensor's values into Python, where they can steer control
-# flow (shapes, dtypes and devices are fixed for one program, values are not).
 # Calls that draw random numbers: kept even when their result is unused, so a
 # replay consumes the random stream exactly as the recorded call did.
 _RANDOM = frozenset(
@@ -37,6 +35,8 @@ _RANDOM = frozenset(
     "bernoulli multinomial poisson binomial _standard_gamma _sample_dirichlet "
     "dropout alpha_dropout feature_dropout rrelu".split()
 )
+# Calls that read a tensor's values into Python, where they can steer control
+# flow (shapes, dtypes and devices are fixed for one program, values are not).
 _VALUE_READS = frozenset(
     "__bool__ __int__ __float__ __index__ __complex__ item tolist numpy "
     "__array__ equal allclose is_nonzero".split()
