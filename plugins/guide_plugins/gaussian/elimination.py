@@ -20,7 +20,7 @@ import torch
 
 from .plan import EliminationPlan
 
-__all__ = ["Solution", "broadcast_shape", "eliminate"]
+__all__ = ["Solution", "broadcast_shape", "cat_last", "eliminate"]
 
 ParamFn = Callable[[str], tuple[torch.Tensor, torch.Tensor]]
 
@@ -34,7 +34,8 @@ def _mv(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (a @ x.unsqueeze(-1)).squeeze(-1)
 
 
-def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+def cat_last(parts: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(parts, -1)``, without a copy when there is one part."""
     return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
 
 
@@ -126,7 +127,7 @@ class Solution:
             z[k] if z[k].shape[:-1] == shape else z[k].expand(shape + z[k].shape[-1:])
             for k in group.scope
         ]
-        zs = parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+        zs = cat_last(parts)
         return v - _mv(w, zs)
 
     def sample(
@@ -320,10 +321,10 @@ def eliminate(plan: EliminationPlan, params: ParamFn) -> Solution:
         ref = roots[0] if roots else msg_infos[0]
         pos, total, *msg_index = _factor_layout(plan, key, cols, ref.device)
         if roots:
-            flat = _cat(roots)
+            flat = cat_last(roots)
             root = ref.new_zeros(gb + (m * total,)).index_add(-1, pos, flat)
             root = root.reshape(gb + (m, total))
-            white = _cat(whites)
+            white = cat_last(whites)
             prec = root @ root.mT
             info = _mv(root, white)
         else:
@@ -332,9 +333,9 @@ def eliminate(plan: EliminationPlan, params: ParamFn) -> Solution:
         if msg_precs:
             cells, msg_rows = msg_index
             prec = prec.reshape(gb + (m * m,))
-            prec = prec.index_add(-1, cells, _cat(msg_precs))
+            prec = prec.index_add(-1, cells, cat_last(msg_precs))
             prec = prec.reshape(gb + (m, m))
-            info = info.index_add(-1, msg_rows, _cat(msg_infos))
+            info = info.index_add(-1, msg_rows, cat_last(msg_infos))
         lower = _cholesky(prec if m == n else prec[..., :n, :n])
         if m == n:
             sol.shifts[key] = _solve_lower(lower, info.unsqueeze(-1)).squeeze(-1)

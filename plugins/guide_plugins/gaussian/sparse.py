@@ -15,7 +15,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 
 from .base import AutoGaussian
-from .elimination import Solution, broadcast_shape, eliminate
+from .elimination import Solution, broadcast_shape, cat_last, eliminate
 from .plan import EliminationPlan
 from .structure import unflatten
 
@@ -39,7 +39,7 @@ def _groups_to_flat(
     for key, lo, hi in runs:
         part = z[key] if hi - lo == plan.groups[key].size else z[key][..., lo:hi]
         parts.append(part.reshape(outer + (-1,)))
-    return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+    return cat_last(parts)
 
 
 def _flat_to_groups(plan: EliminationPlan, flat: torch.Tensor) -> dict:
@@ -51,7 +51,7 @@ def _flat_to_groups(plan: EliminationPlan, flat: torch.Tensor) -> dict:
         part = flat[..., pos : pos + latent.numel]
         members[latent.plates].append(part.reshape(outer + group.batch + (-1,)))
         pos += latent.numel
-    return {k: v[0] if len(v) == 1 else torch.cat(v, -1) for k, v in members.items()}
+    return {k: cat_last(v) for k, v in members.items()}
 
 
 class SparseGaussian(TorchDistribution):
