@@ -1,11 +1,14 @@
 """guide_core: automatic variational guides for Pyro models, as a plugin registry.
 
-The core holds the protocols (:class:`AutoGuide`, :class:`AutoMessenger`), the
-initialization strategies, composition (:class:`AutoGuideList`,
-:class:`AutoCallable`) and the :mod:`~guide_core.registry`. Every guide family is
-a plugin; its classes are importable from here by name (``from guide_core
-import AutoNormal``), resolved through the registry on first access, so
-``import guide_core`` itself loads no plugin.
+The layers, each a subpackage, import one way only (cli -> workflow -> core,
+registry): :mod:`~guide_core.core` holds the protocols (:class:`AutoGuide`,
+:class:`AutoMessenger`), the initialization strategies and composition
+(:class:`AutoGuideList`, :class:`AutoCallable`); :mod:`~guide_core.registry` the
+plugin manager; :mod:`~guide_core.workflow` fitting, diagnostics and save/load;
+:mod:`~guide_core.cli` the command line. Every guide family is a plugin; its
+classes are importable from here by name (``from guide_core import
+AutoNormal``), resolved through the registry on first access, so ``import
+guide_core`` itself loads no plugin.
 
 Writing a plugin
 ----------------
@@ -32,23 +35,9 @@ from __future__ import annotations
 from typing import Any
 
 from . import registry
-from .compose import compose
-from .composite import AutoCallable, AutoGuideList
-from .diagnostics import KHat, psis_khat
-from .errors import (
-    BrokenPluginError,
-    DuplicateNameError,
-    MissingExtraError,
-    RegistryError,
-    UnexpectedKeywordError,
-    UnknownBackendError,
-    UnknownGuideError,
-    UnknownInitStrategyError,
-)
-from .fit import FitResult, NonFiniteLossError, fit
-from .guide import AutoGuide
-from .hookspecs import hookimpl, hookspec
-from .initialization import (
+from .core.composite import AutoCallable, AutoGuideList
+from .core.guide import AutoGuide
+from .core.initialization import (
     InitMessenger,
     init_to_feasible,
     init_to_generated,
@@ -58,11 +47,25 @@ from .initialization import (
     init_to_uniform,
     init_to_value,
 )
-from .messenger import AutoMessenger
-from .persist import FORMAT_VERSION, load, save
-from .posterior import Summary, sample_posterior, summary, to_inference_data
-from .prototype import PlateFacts, Prototype, SiteFacts
-from .spec import BackendSpec, Capabilities, GuideSpec, InitStrategySpec
+from .core.messenger import AutoMessenger
+from .core.prototype import PlateFacts, Prototype, SiteFacts
+from .registry.errors import (
+    BrokenPluginError,
+    DuplicateNameError,
+    MissingExtraError,
+    RegistryError,
+    UnexpectedKeywordError,
+    UnknownBackendError,
+    UnknownGuideError,
+    UnknownInitStrategyError,
+)
+from .registry.hookspecs import hookimpl, hookspec
+from .registry.spec import BackendSpec, Capabilities, GuideSpec, InitStrategySpec
+from .workflow.auto import compose
+from .workflow.diagnostics import KHat, psis_khat
+from .workflow.fitting import FitResult, NonFiniteLossError, fit
+from .workflow.persist import FORMAT_VERSION, load, save
+from .workflow.posterior import Summary, sample_posterior, summary, to_inference_data
 
 __version__ = "0.1.0"
 

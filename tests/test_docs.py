@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 import guide_core
-from guide_core import hookspecs
-from guide_core.registry import Registry
+from guide_core.registry import Registry, hookspecs
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -87,7 +86,7 @@ def test_sphinx_build_has_no_warnings(tmp_path):
 
 
 def test_every_hook_has_a_test():
-    tests = "".join(p.read_text() for p in Path(__file__).parent.glob("test_*.py"))
+    tests = "".join(p.read_text() for p in Path(__file__).parent.rglob("test_*.py"))
     for name in _hookspecs():
         assert f"def {name}(" in tests, f"no test implements the hook {name}"
 

@@ -11,8 +11,8 @@ from pyro.distributions import constraints
 from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, Capabilities, GuideSpec, hookimpl, init_to_feasible
-from guide_core.guide import validate_init_scale
-from guide_core.latent import get_nested, sample_constrained, set_nested
+from guide_core.core.guide import validate_init_scale
+from guide_core.core.latent import get_nested, sample_constrained, set_nested
 
 __all__ = ["AutoNormal", "register_guides"]
 

@@ -13,7 +13,7 @@ from pyro.nn.module import PyroParam
 from torch import nn
 
 from guide_core import init_to_median
-from guide_core.guide import validate_init_scale
+from guide_core.core.guide import validate_init_scale
 
 from .base import AutoContinuous
 from .lowrank import LowRankAffine

@@ -32,9 +32,9 @@ from pyro.infer.inspect import get_dependencies, is_sample_site
 from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, init_to_feasible, registry
-from guide_core.guide import validate_init_scale
-from guide_core.latent import constrain, get_nested, set_nested
-from guide_core.summaries import distribution_quantiles
+from guide_core.core.guide import validate_init_scale
+from guide_core.core.latent import constrain, get_nested, set_nested
+from guide_core.core.summaries import distribution_quantiles
 
 from .structure import GaussianStructure, build_structure
 

@@ -18,7 +18,7 @@ from pyro import poutine
 from pyro.ops.linalg import ignore_torch_deprecation_warnings
 from pyro.poutine.runtime import am_i_wrapped, get_plates
 
-from guide_core.checks import require_extras
+from guide_core.registry.checks import require_extras
 
 from .base import AutoGaussian
 from .replay import NotReplayable, ProgramCache, record

@@ -10,7 +10,7 @@ import torch
 from pyro.distributions import constraints
 from torch.distributions import Distribution, Transform
 
-from guide_core.summaries import (
+from guide_core.core.summaries import (
     as_quantiles,
     distribution_median,
     distribution_quantiles,

@@ -13,10 +13,10 @@ from pyro.distributions import constraints
 from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, init_to_feasible
-from guide_core.dependencies import infer_dependencies, topological_order
-from guide_core.guide import validate_init_scale
-from guide_core.latent import constrain, get_nested, set_nested
-from guide_core.prototype import SiteFacts
+from guide_core.core.dependencies import infer_dependencies, topological_order
+from guide_core.core.guide import validate_init_scale
+from guide_core.core.latent import constrain, get_nested, set_nested
+from guide_core.core.prototype import SiteFacts
 
 from .spec import check_conditionals, check_dependencies, per_site
 

@@ -20,7 +20,7 @@ from pyro.poutine.guide import GuideMessenger
 from pyro.poutine.runtime import get_plates
 from pyro.poutine.util import site_is_subsample
 
-from .guide import AutoGuide, record_init_call
+from .guide import record_init_call
 from .summaries import as_quantiles, distribution_median, distribution_quantiles
 
 __all__ = ["AutoMessenger"]
@@ -123,8 +123,6 @@ class AutoMessenger(GuideMessenger, PyroModule, metaclass=_AutoMessengerMeta):
             summary = lambda d, q=q: distribution_quantiles(d, q.reshape(1))[0]  # noqa: E731
             runs.append(self._latent_values(self._summarize(summary, args, kwargs)))
         return {name: torch.stack([r[name] for r in runs]) for name in runs[0]}
-
-    sample_posterior = AutoGuide.sample_posterior  # one definition for both
 
     def _latent_values(
         self, values: dict[str, torch.Tensor]

@@ -1,130 +1,56 @@
-"""A guide per site without ``poutine.block``, and warm starts from a trained guide.
+"""The ``"auto"`` guide: a guide per site without ``poutine.block``.
 
-:func:`compose` builds a :class:`ComposedGuide`: an
-:class:`~guide_core.AutoGuideList` that, at its first call (when the model's
-arguments are known), traces the model and gives each latent site a guide —
-discrete sites to the ``discrete`` guide, the others to the ``default`` one,
-either overridden per site by ``assignments`` — then builds one part per guide
-on the model blocked to that guide's sites::
+:class:`ComposedGuide` is an :class:`~guide_core.AutoGuideList` that, at its
+first call (when the model's arguments are known), traces the model and gives
+each latent site a guide -- discrete sites to the ``discrete`` guide, the others
+to the ``default`` one, either overridden per site by ``assignments`` -- then
+builds one part per guide on the model blocked to that guide's sites::
 
-    guide = registry.compose(model, {"assignment": "auto_discrete_parallel"},
-                             default="auto_normal")
+    guide = compose(model, {"assignment": "auto_discrete_parallel"},
+                    default="auto_normal")
     # the same as: registry.make("auto", model, assignments={...})
 
-:func:`make_guide` is what ``registry.make`` calls for the name ``"auto"`` and
-for ``init_from=``: a warm start at a trained guide's median.
+This module is a plugin: its ``register_guides`` hook registers ``auto``
+through the same entry points as every family, so the registry never imports
+the workflow.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from pyro import poutine
 
-from .composite import AutoGuideList
-from .errors import UnexpectedKeywordError, UnknownGuideError
-from .initialization import init_to_feasible, init_to_value
-from .prototype import SiteFacts
+from ..core.composite import AutoGuideList
+from ..core.prototype import SiteFacts
+from ..registry.checks import accepts
+from ..registry.errors import UnexpectedKeywordError, UnknownGuideError
+from ..registry.hookspecs import hookimpl
+from ..registry.manager import current_registry
+from ..registry.spec import Capabilities, GuideSpec
+from ..registry.warm_start import trained_values, warm_init
 
 if TYPE_CHECKING:
-    from .registry import Registry
-    from .spec import GuideSpec
+    from ..registry import Registry
 
-__all__ = ["ComposedGuide", "CompositionError", "compose", "make_guide"]
+__all__ = ["ComposedGuide", "CompositionError", "compose", "register_guides"]
 
 
 class CompositionError(ValueError):
     """A site cannot go to the guide it was assigned (or does not exist)."""
 
 
-def _registry(registry: Registry | None) -> Registry:
-    from .registry import default_registry
-
-    return registry if registry is not None else default_registry()
-
-
-def accepts(spec: GuideSpec, keyword: str) -> bool:
-    """Whether the guide of ``spec`` takes the constructor keyword ``keyword``."""
-    for target in (spec.factory, getattr(spec.factory, "__init__", None)):
-        try:
-            params = inspect.signature(target).parameters
-        except (TypeError, ValueError):
-            continue
-        if keyword in params:
-            return True
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return False
-    return True  # nothing to introspect: let the guide check
-
-
-def default_init(spec: GuideSpec) -> Callable | None:
-    """The default ``init_loc_fn`` of the guide of ``spec`` (``None`` where the
-    argument is deprecated and ignored, as in ``AutoIAFNormal``)."""
-    for target in (spec.factory, getattr(spec.factory, "__init__", None)):
-        try:
-            param = inspect.signature(target).parameters.get("init_loc_fn")
-        except (TypeError, ValueError):
-            continue
-        if param is not None and param.default is not param.empty:
-            return param.default
-    return init_to_feasible
-
-
-# -- warm start -------------------------------------------------------------------
-
-
-def trained_values(init_from: Any) -> dict[str, torch.Tensor]:
-    """Return the values to start from: a trained guide's median, or a dict."""
-    if isinstance(init_from, Mapping):
-        return {k: torch.as_tensor(v).detach().clone() for k, v in init_from.items()}
-    median = getattr(init_from, "median", None)
-    if not callable(median):
-        raise TypeError(
-            "init_from must be a trained guide (with a median) or a {site: value} "
-            f"dict, not {init_from!r}"
-        )
-    who = type(init_from).__name__
-    try:
-        values = median()
-    except NotImplementedError as exc:
-        raise ValueError(
-            f"init_from: the trained {who} has no median ({exc}); pass the values "
-            "to start from as a dict: init_from={'site': value, ...}"
-        ) from exc
-    except Exception as exc:  # noqa: BLE001 - re-raised with the fix
-        raise ValueError(
-            f"init_from: the median of the trained {who} needs the model's "
-            f"arguments ({type(exc).__name__}: {exc}); pass the median itself: "
-            "init_from=trained_guide.median(*args, **kwargs)"
-        ) from exc
-    return {k: v.detach().clone() for k, v in values.items()}
-
-
-def warm_init(
-    registry: Registry,
-    spec: GuideSpec,
-    values: Mapping[str, torch.Tensor],
-    init_loc_fn: Any = None,
-) -> Callable:
-    """Return ``init_to_value(values, fallback=...)`` for a guide of ``spec``.
-
-    The fallback, for sites ``values`` lacks, is ``init_loc_fn`` (a strategy
-    or its registered name) or else the guide's own default.
-    """
-    if isinstance(init_loc_fn, str):
-        init_loc_fn = registry.init_strategy(init_loc_fn)
-    fallback = init_loc_fn if init_loc_fn is not None else default_init(spec)
-    return init_to_value(values=dict(values), fallback=fallback)
-
-
 # -- the plan: which guide gets which site --------------------------------------
 
 
 def _guides_that(registry: Registry, capability: str) -> str:
-    names = [s.name for s in registry if getattr(s.capabilities, capability)]
+    names = [
+        s.name
+        for s in registry
+        if getattr(s.capabilities, capability) and s.factory is not ComposedGuide
+    ]
     return ", ".join(names) or "(none installed)"
 
 
@@ -202,9 +128,12 @@ class ComposedGuide(AutoGuideList):
         The guide of the continuous sites.
     discrete : str or None
         The guide of the discrete sites.
+    init_from : guide or dict, optional
+        A trained guide (or ``{site: value}``) to start from (a warm start):
+        parts that take ``init_loc_fn`` start at its median, falling back to
+        their given or default strategy for the sites it lacks.
     init_values : dict of str to Tensor, optional
-        Values to start from (a warm start): parts that take ``init_loc_fn``
-        start there, falling back to their given or default strategy.
+        The same as a ``{site: value}`` ``init_from``; what a saved guide keeps.
     create_plates : callable, optional
         As for :class:`~guide_core.AutoGuideList`; shared by all parts.
     **kwargs :
@@ -220,6 +149,7 @@ class ComposedGuide(AutoGuideList):
         *,
         default: str | None = "auto_normal",
         discrete: str | None = "auto_discrete_parallel",
+        init_from: Any = None,
         init_values: Mapping[str, torch.Tensor] | None = None,
         create_plates: Callable | None = None,
         **kwargs: Any,
@@ -232,14 +162,26 @@ class ComposedGuide(AutoGuideList):
             )
         self.assignments = dict(assignments or {})
         self.default, self.discrete = default, discrete
+        if init_from is not None:
+            init_values = trained_values(init_from)
+            self._keep_values_not_guide(init_values)
         self.init_values = None if init_values is None else dict(init_values)
         self.part_kwargs = dict(kwargs)
-        self._registry: Registry | None = None
+        self._registry: Registry = current_registry()  # where the parts come from
         self._deferred_state: tuple[dict, bool] | None = None
+        self.validate()
+
+    def _keep_values_not_guide(self, values: dict[str, torch.Tensor]) -> None:
+        """Record ``init_values=values`` instead of the trained guide given as
+        ``init_from``, so that ``save`` stores the values (see ``AutoGuide``)."""
+        call = self.__dict__.get("_init_call")
+        if call is not None and "init_from" in call[1]:
+            named = {k: v for k, v in call[1].items() if k != "init_from"}
+            self.__dict__["_init_call"] = (call[0], {**named, "init_values": values})
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state["_registry"] = None  # the default registry after unpickling
+        state["_registry"] = None  # the current registry after unpickling
         return state
 
     def validate(self) -> None:
@@ -252,7 +194,7 @@ class ComposedGuide(AutoGuideList):
         UnexpectedKeywordError
             A keyword that none of the guides takes.
         """
-        registry = _registry(self._registry)
+        registry = self._registry or current_registry()
         names = [self.default, *self.assignments.values()]
         specs = [registry.info(n) for n in names if n is not None]
         if self.discrete is not None and self.discrete in registry:
@@ -266,7 +208,7 @@ class ComposedGuide(AutoGuideList):
                 )
 
     def _make_part(self, name: str, sites: list[str]) -> Any:
-        registry = _registry(self._registry)
+        registry = self._registry or current_registry()
         spec = registry.info(name)
         kwargs = {k: v for k, v in self.part_kwargs.items() if accepts(spec, k)}
         if self.init_values is not None and accepts(spec, "init_loc_fn"):
@@ -278,7 +220,7 @@ class ComposedGuide(AutoGuideList):
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
         if len(self) == 0:  # a loaded guide has its parts already
-            registry = _registry(self._registry)
+            registry = self._registry or current_registry()
             plan = plan_parts(
                 self._prototype.sites,
                 self.assignments,
@@ -309,20 +251,6 @@ class ComposedGuide(AutoGuideList):
         return super().state_dict(*args, **kwargs)
 
 
-def _build(
-    registry: Registry,
-    model: Callable,
-    assignments: Mapping[str, str | None] | None,
-    init_from: Any,
-    kwargs: dict[str, Any],
-) -> ComposedGuide:
-    values = None if init_from is None else trained_values(init_from)
-    guide = ComposedGuide(model, assignments, init_values=values, **kwargs)
-    guide._registry = registry
-    guide.validate()
-    return guide
-
-
 def compose(
     model: Callable,
     assignments: Mapping[str, str | None] | None = None,
@@ -333,6 +261,9 @@ def compose(
     **kwargs: Any,
 ) -> ComposedGuide:
     """Build a guide that picks a guide per site: no ``poutine.block`` to write.
+
+    The same as ``registry.make("auto", model, ...)``: a :class:`ComposedGuide`
+    whose parts are looked up in the registry that builds it.
 
     Parameters
     ----------
@@ -358,28 +289,28 @@ def compose(
         An :class:`~guide_core.AutoGuideList`; its parts are built at its
         first call, when the model's arguments are known.
     """
-    kwargs.update(default=default, discrete=discrete)
-    return _build(_registry(None), model, assignments, init_from, kwargs)
+    return ComposedGuide(
+        model,
+        assignments,
+        default=default,
+        discrete=discrete,
+        init_from=init_from,
+        **kwargs,
+    )
 
 
-def make_guide(
-    registry: Registry, name: str, model: Callable, kwargs: dict[str, Any]
-) -> Any:
-    """``registry.make`` for ``name="auto"`` (a :class:`ComposedGuide`) and for
-    ``init_from=`` (a warm start at a trained guide's median)."""
-    init_from = kwargs.pop("init_from", None)
-    if name == "auto":
-        assignments = kwargs.pop("assignments", None)
-        return _build(registry, model, assignments, init_from, kwargs)
-    if init_from is not None:
-        spec = registry.info(name)
-        if not accepts(spec, "init_loc_fn"):
-            raise UnexpectedKeywordError(
-                f"guide {name!r} ({spec.class_name}) takes no init_loc_fn, so it "
-                "cannot start from init_from=; build it without init_from"
-            )
-        values = trained_values(init_from)
-        kwargs["init_loc_fn"] = warm_init(
-            registry, spec, values, kwargs.get("init_loc_fn")
+@hookimpl
+def register_guides(register: Callable[[GuideSpec], None]) -> None:
+    """Register ``auto``: a :class:`ComposedGuide`."""
+    register(
+        GuideSpec(
+            name="auto",
+            factory=ComposedGuide,
+            family="compose",
+            summary=(
+                "A guide per site: discrete sites to auto_discrete_parallel, the "
+                "others to auto_normal, either overridden per site."
+            ),
+            capabilities=Capabilities(discrete=True),
         )
-    return registry.make(name, model, **kwargs)
+    )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..core.initialization import builtin_strategies
 from .hookspecs import hookimpl
-from .initialization import builtin_strategies
 from .spec import InitStrategySpec
 
 

@@ -17,9 +17,9 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from .guide import AutoGuide
+from ..core.guide import AutoGuide
+from ..core.messenger import AutoMessenger
 from .guide_file import WrongModelError
-from .messenger import AutoMessenger
 
 __all__ = ["CheckedModel", "differences", "guide_facts", "site_record"]
 

@@ -20,11 +20,11 @@ from typing import Any
 import pyro
 import torch
 
-from . import registry
-from .cli_io import UsageError, check_model, load_data, load_model
-from .compose import accepts, default_init
-from .errors import RegistryError
+from .. import registry
+from ..registry.checks import accepts, default_init
+from ..registry.errors import RegistryError
 from .examples import EXAMPLES
+from .inputs import UsageError, check_model, load_data, load_model
 
 __all__ = ["main"]
 
@@ -86,10 +86,11 @@ def _problem(args: argparse.Namespace) -> tuple[Callable, tuple, dict[str, Any],
 
 
 def _default_guides() -> list[str]:
-    """Continuous guides that can be built from the model alone."""
+    """Continuous guides that can be built from the model alone (``auto`` aside:
+    its parts are among them)."""
     names = []
     for spec in registry.default_registry():
-        if not spec.capabilities.continuous or spec.extras:
+        if not spec.capabilities.continuous or spec.extras or spec.name == "auto":
             continue
         try:
             params = list(inspect.signature(spec.factory).parameters.values())[1:]
@@ -107,7 +108,7 @@ def _default_guides() -> list[str]:
 
 
 def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) -> Any:
-    from .fit import fit
+    from ..workflow.fitting import fit
 
     model, model_args, model_kwargs, _ = problem
     pyro.clear_param_store()
@@ -157,7 +158,7 @@ def _fit_command(args: argparse.Namespace) -> int:
         f"{state} after {result.steps} steps in {result.seconds:.1f} s "
         f"({result.ms_per_step:.2f} ms/step); ELBO {_elbo(result):.3f}"
     )
-    from .posterior import summary
+    from ..workflow.posterior import summary
 
     table = summary(
         result.guide, *model_args, num_samples=args.num_samples, **model_kwargs
@@ -166,7 +167,7 @@ def _fit_command(args: argparse.Namespace) -> int:
     if result.khat is not None:
         print(result.khat)
     if args.save:
-        from .persist import save
+        from ..workflow.persist import save
 
         save(result.guide, args.save)
         print(f"saved to {args.save}")

@@ -335,18 +335,3 @@ class AutoGuide(PyroModule):
         """
         self._ensure_setup(*args, **kwargs)
         return self._quantiles(as_quantiles(quantiles), *args, **kwargs)
-
-    def sample_posterior(
-        self, *args: Any, num_samples: int = 1000, **kwargs: Any
-    ) -> dict[str, torch.Tensor]:
-        """Draw ``num_samples`` times; see :func:`guide_core.sample_posterior`.
-
-        Returns
-        -------
-        dict
-            ``{site name: tensor}`` for every latent and deterministic site of
-            the model, with the draws on dim 0.
-        """
-        from .posterior import sample_posterior
-
-        return sample_posterior(self, *args, num_samples=num_samples, **kwargs)

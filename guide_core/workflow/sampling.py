@@ -20,7 +20,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from .initialization import InitMessenger
+from ..core.initialization import InitMessenger
 
 __all__ = [
     "PARTICLE_PLATE",

@@ -1,4 +1,4 @@
-"""Differential tests of guide_core.initialization, with Pyro's module as oracle.
+"""Differential tests of guide_core.core.initialization, with Pyro's module as oracle.
 
 Every comparison seeds the RNG identically before running Pyro's strategy and
 ours, then requires bit-identical values, the same ``_pyro_custom_init`` marker
@@ -22,7 +22,7 @@ from pyro.infer.reparam import LocScaleReparam
 from pyro.poutine.reparam_messenger import _get_init_messengers
 from torch.distributions import biject_to
 
-from guide_core import initialization as ours
+from guide_core.core import initialization as ours
 
 pytestmark = pytest.mark.filterwarnings("ignore:Singular sample detected")
 

@@ -10,9 +10,9 @@ import attrs
 import torch
 from pyro.poutine.trace_struct import Trace
 
-from .errors import MissingExtraError
+from ..core.summaries import as_quantiles
+from ..registry.errors import MissingExtraError
 from .sampling import default_model, is_deterministic, is_latent, over_draws, per_draw
-from .summaries import as_quantiles
 
 __all__ = [
     "SiteSummary",

@@ -29,7 +29,7 @@ from guide_core import (
     registry,
 )
 from guide_core.registry import Registry
-from guide_core.spec import BackendSpec
+from guide_core.registry.spec import BackendSpec
 
 
 def model():

@@ -24,7 +24,7 @@ from guide_core import (
 )
 
 # ``guide_core.fit`` is the function; the module is reached through importlib.
-fit_module = importlib.import_module("guide_core.fit")
+fit_module = importlib.import_module("guide_core.workflow.fitting")
 
 Y = torch.tensor([0.5, 1.0, 1.5, 0.2, 1.1])
 

@@ -1,22 +1,14 @@
-"""The guide registry: plugins found through pluggy and the ``guide_core`` entry points.
+"""The :class:`Registry`: a pluggy plugin manager and the tables its hooks fill.
 
-Use the module-level functions, which act on one default :class:`Registry`::
-
-    from guide_core import registry
-    guide = registry.make("auto_normal", model, init_loc_fn="median")
-    registry.names()          # ['auto_delta', 'auto_normal', ...]
-    registry.info("auto_normal").capabilities
-
-Plugins load on first use, never at ``import guide_core``. A plugin that fails to
-load is kept aside as broken (see :func:`broken`) and never takes the others
-down. ``GUIDE_CORE_DISABLE_PLUGIN_AUTOLOAD=1`` skips entry points and
-``GUIDE_CORE_DISABLE_PLUGINS=a,b`` blocks single plugins.
+The module-level API (``registry.make`` and friends) in :mod:`guide_core.registry`
+acts on one default instance of it.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from importlib import metadata
 from typing import Any
 
@@ -24,11 +16,10 @@ import attrs
 import pluggy
 
 from . import hookspecs
-from .checks import check_keywords, require_extras
+from .checks import check_keywords, require_extras, takes_keyword
 from .discovery import (
     DISABLE_AUTOLOAD_ENV,
     DISABLE_PLUGINS_ENV,
-    ENTRY_POINT_GROUP,
     BrokenPlugin,
     blocked_plugins,
     default_entry_points,
@@ -45,11 +36,11 @@ from .errors import (
     did_you_mean,
 )
 from .spec import BackendSpec, GuideSpec, InitStrategySpec
+from .warm_start import warm_start
 
-__all__ = ["DISABLE_AUTOLOAD_ENV", "DISABLE_PLUGINS_ENV", "ENTRY_POINT_GROUP"]
-__all__ += ["BrokenPlugin", "Registry", "default_registry"]
+__all__ = ["BrokenPlugin", "Registry", "current_registry", "default_registry"]
 
-_BUILTIN = "guide_core.builtins"
+_BUILTIN = "guide_core.registry.builtins"
 # hook name -> (what it registers, in words; the spec type its register() takes)
 _KINDS: dict[str, tuple[str, type]] = {
     "register_guides": ("guide", GuideSpec),
@@ -311,22 +302,38 @@ class Registry:
         """Build the guide ``name`` for ``model`` with the guide's keyword arguments.
 
         ``init_loc_fn`` may be a strategy name such as ``"median"``; ``backend``
-        is checked against the installed back ends. Besides the errors of
-        :meth:`info`, raises :class:`UnexpectedKeywordError` for a keyword the
-        guide does not take and :class:`MissingExtraError` for a missing package.
-        ``name="auto"`` builds :func:`compose` ``(model, **kwargs)``;
-        ``init_from=trained_guide`` starts at that guide's median.
+        is checked against the installed back ends; ``init_from=trained_guide``
+        (or a ``{site: value}`` dict) starts at that guide's median. Besides the
+        errors of :meth:`info`, raises :class:`UnexpectedKeywordError` for a
+        keyword the guide does not take and :class:`MissingExtraError` for a
+        missing package. While the guide is built, :func:`current_registry`
+        returns this registry, so a guide made of other guides (``"auto"``)
+        looks them up here.
         """
-        if name == "auto" or "init_from" in kwargs:
-            return make_guide(self, name, model, kwargs)
         spec = self.info(name)
         require_extras(f"guide {spec.name!r}", spec.extras)
+        if "init_from" in kwargs and not takes_keyword(spec, "init_from"):
+            kwargs = warm_start(self, spec, kwargs)
         check_keywords(spec, kwargs)
         if isinstance(kwargs.get("init_loc_fn"), str):
             kwargs["init_loc_fn"] = self.init_strategy(kwargs["init_loc_fn"])
         if spec.backends and isinstance(kwargs.get("backend"), str):
             self.backend(kwargs["backend"])
-        return spec.factory(model, **kwargs)
+        token = _making.set(self)
+        try:
+            return spec.factory(model, **kwargs)
+        finally:
+            _making.reset(token)
+
+    def compose(
+        self,
+        model: Callable,
+        assignments: Mapping[str, str | None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``make("auto", model, assignments=assignments, **kwargs)``: a guide
+        per site (see :func:`guide_core.compose`)."""
+        return self.make("auto", model, assignments=assignments, **kwargs)
 
     # -- init strategies and back ends -----------------------------------------
 
@@ -372,6 +379,7 @@ class Registry:
 
 
 _default = Registry()
+_making: ContextVar[Registry | None] = ContextVar("guide_core_registry", default=None)
 
 
 def default_registry() -> Registry:
@@ -379,22 +387,7 @@ def default_registry() -> Registry:
     return _default
 
 
-# The module-level API: ``registry.make(...)`` and friends act on ``_default``.
-make = _default.make
-names = _default.names
-info = _default.info
-families = _default.families
-register = _default.register
-unregister = _default.unregister
-plugins = _default.plugins
-broken = _default.broken
-find_class = _default.find_class
-init_strategy = _default.init_strategy
-init_strategies = _default.init_strategies
-backend = _default.backend
-backends = _default.backends
-from .compose import compose, make_guide  # noqa: E402 - compose needs the registry
-
-__all__ += ["backend", "backends", "broken", "compose", "families", "find_class"]
-__all__ += ["info", "init_strategies", "init_strategy", "make", "names", "plugins"]
-__all__ += ["register", "unregister"]
+def current_registry() -> Registry:
+    """Return the registry whose :meth:`~Registry.make` is running, else the
+    default one; guides built from other guides look those up here."""
+    return _making.get() or _default

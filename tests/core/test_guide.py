@@ -11,7 +11,7 @@ import torch
 from toys import AutoPoint
 
 from guide_core import init_to_feasible, init_to_value
-from guide_core.guide import validate_init_scale
+from guide_core.core.guide import validate_init_scale
 
 
 def model(data=None):
@@ -215,7 +215,7 @@ def test_explicit_subsample_indices_of_the_model_are_respected():
     ids=lambda d: type(d).__name__,
 )
 def test_distribution_quantiles_use_the_distributions_own_icdf(d):
-    from guide_core.summaries import distribution_median, distribution_quantiles
+    from guide_core.core.summaries import distribution_median, distribution_quantiles
 
     q = torch.tensor([0.25, 0.5, 0.75])
     samples = d.sample((200_000,))

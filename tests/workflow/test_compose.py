@@ -23,7 +23,7 @@ from guide_core import (
     registry,
     save,
 )
-from guide_core.compose import ComposedGuide, CompositionError
+from guide_core.workflow.auto import ComposedGuide, CompositionError
 
 
 def model(data):
