@@ -178,18 +178,21 @@ class AutoGuide(PyroModule):
     def _load_now(self, state: Mapping[str, Any], strict: bool) -> Any:
         result = super().load_state_dict(state, strict=strict)
         store = pyro.get_param_store()
-        for name, _ in self.named_pyro_params():
+        for name in self._store_names():
             if name in store:  # the loaded values win over stale store entries
                 del store[name]
         return result
 
-    def named_pyro_params(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield ``(param-store name, unconstrained tensor)`` for each parameter."""
+    def _store_names(self) -> Iterator[str]:
+        """Yield the param-store name of each parameter (``AutoNormal.locs.z``).
+
+        ``named_pyro_params`` is PyroModule's own: module-relative names and
+        constrained values.
+        """
         for _, module in self.named_modules():
             for name in getattr(module, "_pyro_params", {}):
                 prefix = module._pyro_name
-                full = f"{prefix}.{name}" if prefix else name
-                yield full, getattr(module, name + "_unconstrained")
+                yield f"{prefix}.{name}" if prefix else name
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False

@@ -15,6 +15,7 @@ False`` (as Pyro's do) so later checks can tell them from user values.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -57,8 +58,9 @@ def _statistic_or_fallback(
     fn = site["fn"]
     try:
         value = statistic(fn)
-        if bool(torch.isnan(value).any()):
-            raise ValueError("NaN")
+        if not bool(torch.isfinite(value).all()):
+            _warn_not_finite(site["name"], what, value, fallback)
+            raise ValueError("not finite")
         if hasattr(fn, "_validate_sample"):  # raises ValueError outside support
             fn._validate_sample(value)
         return _from_prior(value)
@@ -73,6 +75,23 @@ def _statistic_or_fallback(
             f"init_to_value(values={{{name!r}: ...}})"
         )
     return fallback(site)
+
+
+def _warn_not_finite(name: str, what: str, value: torch.Tensor, fallback: Any) -> None:
+    # An infinite (HalfCauchy) or undefined (Cauchy) statistic would start the
+    # guide at inf or NaN; say which site falls back (Python shows it once).
+    if fallback is None:
+        return
+    kind = "undefined (NaN)" if bool(torch.isnan(value).any()) else "infinite"
+    using = getattr(fallback, "__name__", None) or getattr(
+        getattr(fallback, "func", None), "__name__", repr(fallback)
+    )
+    warnings.warn(
+        f"init_to_{what}: the prior {what} of site {name!r} is {kind}; starting "
+        f"it with {using} instead",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _innermost_event_is_vector(fn: Any) -> bool:
@@ -153,9 +172,10 @@ def init_to_mean(
     Parameters
     ----------
     fallback : callable or None
-        Used when ``.mean`` raises ``NotImplementedError`` (LKJCholesky), is NaN
-        (Cauchy) or lies outside the support (Bernoulli);
-        None makes that case a ``ValueError`` naming the site.
+        Used when ``.mean`` raises ``NotImplementedError`` (LKJCholesky), is not
+        finite (NaN for Cauchy, inf for HalfCauchy; a warning names the site)
+        or lies outside the support (Bernoulli); None makes that case a
+        ``ValueError`` naming the site.
     """
     if site is None:
         return functools.partial(init_to_mean, fallback=fallback)

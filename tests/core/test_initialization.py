@@ -202,6 +202,29 @@ def test_init_to_mean_falls_back_to_median_when_mean_is_unusable(site_name):
     )
 
 
+@pytest.mark.parametrize(
+    "prior, kind",
+    [
+        (lambda: dist.HalfCauchy(1.0), "infinite"),
+        (lambda: dist.Pareto(1.0, 0.5).expand([3]), "infinite"),
+        (lambda: dist.Cauchy(0.0, 1.0), "undefined"),
+        (lambda: dist.StudentT(0.5, 0.0, 1.0), "undefined"),
+    ],
+)
+def test_init_to_mean_falls_back_to_median_with_a_warning_when_mean_is_not_finite(
+    prior, kind
+):
+    """Pyro starts HalfCauchy at its infinite mean (and trains to NaN); here a
+    non-finite mean falls back to the median and a warning names the site."""
+    site = _site(prior(), name="tau")
+    pyro.set_rng_seed(SEED)
+    with pytest.warns(UserWarning, match=f"site 'tau' is {kind}.*init_to_median"):
+        value = ours.init_to_mean(site)
+    pyro.set_rng_seed(SEED)
+    assert torch.isfinite(value).all()
+    assert torch.equal(value, ours.init_to_median(site))
+
+
 def test_init_to_value_uses_given_tensor_unmarked_and_reads_mapping_at_call_time():
     values = {}
     ours_fn = ours.init_to_value(values=values, fallback=None)

@@ -271,3 +271,78 @@ def test_fits_the_exact_posterior_of_a_conjugate_normal_model():
     loc, scale = guide._get_loc_and_scale("loc")
     assert loc.item() == pytest.approx(post_loc.item(), abs=0.02)
     assert scale.item() == pytest.approx(post_scale, rel=0.05)
+
+
+def _pyro_params(guide, **kwargs):
+    return {n: p.detach().clone() for n, p in guide.named_pyro_params(**kwargs)}
+
+
+@pytest.mark.parametrize("local_params", [False, True])
+def test_named_pyro_params_is_pyro_modules_own(local_params):
+    """Module-relative names, constrained values, ``prefix`` and ``recurse``."""
+
+    def model():
+        pyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+        pyro.sample("s", dist.LogNormal(0.0, 1.0))
+
+    with pyro.settings.context(module_local_params=local_params):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        theirs = oracle.AutoNormal(model, init_scale=0.3)
+        theirs()
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        ours = AutoNormal(model, init_scale=0.3)
+        ours()
+        for kwargs in ({}, {"prefix": "g"}, {"recurse": False}):
+            expected, actual = (
+                _pyro_params(theirs, **kwargs),
+                _pyro_params(ours, **kwargs),
+            )
+            assert list(actual) == list(expected)
+            for name in expected:
+                torch.testing.assert_close(actual[name], expected[name])
+        assert "locs.z" in _pyro_params(ours) and "scales.s" in _pyro_params(ours)
+        assert (_pyro_params(ours)["scales.s"] > 0).all()  # constrained
+
+
+@pytest.mark.parametrize("local_params", [False, True])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_elbo_module_trains_our_guide_like_pyros(local_params, vectorize):
+    """``Trace_ELBO(...)(model, guide)`` is a torch module whose parameters are
+    the model's and the guide's ``named_pyro_params`` (Pyro's test_module)."""
+
+    class Model(pyro.nn.PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.loc = torch.nn.Parameter(torch.zeros(2))
+            self.z = pyro.nn.PyroSample(
+                lambda self: dist.Normal(self.loc, 1.0).to_event(1)
+            )
+
+        def forward(self, data):
+            loc, log_scale = self.z.unbind(-1)
+            with pyro.plate("data"):
+                pyro.sample("obs", dist.Cauchy(loc, log_scale.exp()), obs=data)
+
+    with pyro.settings.context(module_local_params=local_params):
+        pyro.clear_param_store()
+        data = torch.randn(5)
+        model = Model()
+        model(data)
+        guide = AutoNormal(model)
+        guide(data)
+        elbo = Trace_ELBO(num_particles=2, vectorize_particles=vectorize)(model, guide)
+        names = {k.removesuffix("_unconstrained") for k, _ in elbo.named_parameters()}
+        assert names == {"model." + k for k, _ in model.named_pyro_params()} | {
+            "guide." + k for k, _ in guide.named_pyro_params()
+        }
+        adam = torch.optim.Adam(elbo.parameters(), lr=0.01)
+        before = guide.locs.z.detach().clone()
+        for _ in range(3):
+            adam.zero_grad()
+            elbo(data).backward()
+            adam.step()
+        assert not torch.equal(guide.locs.z.detach(), before)
+        stored = set(pyro.get_param_store().keys())
+        assert stored == set() if local_params else stored != set()
