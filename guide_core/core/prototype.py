@@ -22,6 +22,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Transform, biject_to
 
 from .initialization import support_errors
+from .subsample_support import full_supports, support_here
 
 __all__ = [
     "PlateFacts",
@@ -84,6 +85,11 @@ class SiteFacts:
         (see :meth:`require_transform`).
     unconstrained_value : Tensor or None
         ``transform.inv(value)``: the initial value in the unconstrained space.
+    full_support : Constraint or None
+        The support over the whole of a subsampled plate, where its bounds
+        change with the subsample (see :mod:`guide_core.core.subsample_support`).
+    full_value : Tensor or None
+        The initial value over the whole plate, where ``full_support`` is set.
     """
 
     name: str
@@ -94,11 +100,18 @@ class SiteFacts:
     transform: Transform | None
     unconstrained_value: torch.Tensor | None
     _transform_error: Exception | None = None
+    full_support: Any = None
+    full_value: torch.Tensor | None = None
 
     @property
     def support(self) -> Any:
         """The constraint the site's values satisfy."""
         return self.fn.support
+
+    @property
+    def whole_support(self) -> Any:
+        """The constraint a parameter covering every subsampled plate satisfies."""
+        return self.fn.support if self.full_support is None else self.full_support
 
     @property
     def event_dim(self) -> int:
@@ -122,9 +135,15 @@ class SiteFacts:
         return self.event_dim + self.unconstrained_value.dim() - self.value.dim()
 
     def require_transform(self) -> Transform:
-        """Return the bijection to the support, or raise an error naming the site."""
+        """Return the bijection to the support, or raise an error naming the site.
+
+        Where the support follows the subsample, it is the bijection to the
+        support at the enclosing plate's current indices.
+        """
         if self.transform is None:
             raise self._transform_error
+        if self.full_support is not None:
+            return biject_to(support_here(self, self.full_support))
         return self.transform
 
     def require_unconstrained(self) -> torch.Tensor:
@@ -144,11 +163,15 @@ class SiteFacts:
 
     def init_value(self) -> torch.Tensor:
         """The constrained initial value at full plate size (a fresh tensor)."""
+        if self.full_value is not None:
+            return self.full_value.clone()
         return self.full_size(self.value.clone(), self.event_dim)
 
     def init_unconstrained(self) -> torch.Tensor:
         """The unconstrained initial value at full plate size (a fresh tensor)."""
         u = self.require_unconstrained()
+        if self.full_value is not None:
+            return biject_to(self.full_support).inv(self.full_value).detach()
         return self.full_size(u, self.unconstrained_event_dim)
 
 
@@ -330,5 +353,8 @@ def trace_prototype(
             unconstrained_value=unconstrained,
             transform_error=error,
         )
+    whole = full_supports(model, args, kwargs or {}, sites)
+    for name, (support, value) in whole.items():
+        sites[name] = attrs.evolve(sites[name], full_support=support, full_value=value)
     explicit = frozenset(check.explicit & set(plates))
     return Prototype(trace, sites, plates, frames, explicit)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 
 from ..core.composite import AutoGuideList
 from ..core.prototype import SiteFacts
@@ -215,7 +216,14 @@ class ComposedGuide(AutoGuideList):
             kwargs["init_loc_fn"] = warm_init(
                 registry, spec, self.init_values, kwargs.get("init_loc_fn")
             )
-        return registry.make(name, poutine.block(self.model, expose=sites), **kwargs)
+        # The part sees its sites and the plates' subsample draws, as a guide of
+        # the whole model does (it follows the same subsample).
+        shown = set(sites)
+        blocked = poutine.block(
+            self.model,
+            expose_fn=lambda msg: msg["name"] in shown or site_is_subsample(msg),
+        )
+        return registry.make(name, blocked, **kwargs)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)

@@ -49,7 +49,7 @@ class AutoDelta(AutoGuide):
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
         for name, site in self._prototype.continuous().items():
-            param = PyroParam(site.init_value(), site.support, site.event_dim)
+            param = PyroParam(site.init_value(), site.whole_support, site.event_dim)
             set_nested(self, name, param)
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
