@@ -111,9 +111,11 @@ class AutoIAFNormal(AutoNormalizingFlow):
     ----------
     model : callable
         A Pyro model.
-    hidden_dim : list of int, optional
-        Hidden layer sizes of each transform's autoregressive network
-        (default: one layer of ``3 * latent_dim + 1``).
+    hidden_dim : list of int or int, optional
+        Hidden layer sizes of each transform's autoregressive network; an int
+        is one layer. Every layer needs at least ``latent_dim`` units, as
+        :class:`pyro.nn.AutoRegressiveNN` requires; a ValueError on the first
+        call says so otherwise. Default: one layer of ``3 * latent_dim + 1``.
     init_loc_fn : callable, optional
         Accepted for compatibility only: it has no effect (a FutureWarning says
         so), since the flow has no location parameter to initialize.
@@ -146,14 +148,59 @@ class AutoIAFNormal(AutoNormalizingFlow):
             raise ValueError(
                 f"'num_transforms' must be an int >= 1 such as 2: {num_transforms!r}"
             )
+        hidden = _validate_hidden_dim(hidden_dim)
         init_transform_fn = functools.partial(
             iterated,
             num_transforms,
             affine_autoregressive,
-            hidden_dims=hidden_dim,
+            hidden_dims=hidden,
             **init_transform_kwargs,
         )
         super().__init__(model, init_transform_fn=init_transform_fn)
+        self.hidden_dim, self._hidden_dim_given = hidden, hidden_dim
+
+    def _build_transform(self) -> None:
+        """Build the flow, first checking ``hidden_dim`` against ``latent_dim``.
+
+        Raises
+        ------
+        ValueError
+            A hidden layer has fewer than ``latent_dim`` units.
+        """
+        dim = self.latent_dim
+        if self.hidden_dim is not None and min(self.hidden_dim) < dim:
+            raise ValueError(
+                f"AutoIAFNormal: hidden_dim={self._hidden_dim_given!r} has a layer "
+                f"of {min(self.hidden_dim)} units, but the latent dimension is "
+                f"{dim} and every hidden layer of the autoregressive network needs "
+                f"at least latent_dim = {dim} units; pass hidden_dim=[{3 * dim + 1}]"
+                " (the default, 3 * latent_dim + 1), any list of sizes >= "
+                f"{dim}, or leave hidden_dim=None"
+            )
+        super()._build_transform()
+
+
+def _validate_hidden_dim(hidden_dim: Any) -> list[int] | None:
+    """Return ``hidden_dim`` as a list of layer sizes (``None`` stays ``None``).
+
+    Raises
+    ------
+    ValueError
+        ``hidden_dim`` is not an int >= 1 or a non-empty list of them.
+    """
+    if hidden_dim is None:
+        return None
+    sizes = [hidden_dim] if isinstance(hidden_dim, int) else hidden_dim
+    if (
+        not isinstance(sizes, (list, tuple))
+        or not sizes
+        or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes)
+    ):
+        raise ValueError(
+            "'hidden_dim' must be a non-empty list of layer sizes (ints >= 1) such"
+            f" as [16], an int for one layer, or None for the default: {hidden_dim!r}"
+        )
+    return list(sizes)
 
 
 @hookimpl

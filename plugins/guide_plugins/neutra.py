@@ -45,6 +45,13 @@ class NeuTraReparam(Reparam):
     distribution and pushed through the guide's transform. All sites must
     share this one instance, and the model's structure must be static.
 
+    The log-det of the guide's transform is added once, as the factor site
+    ``<first site>_shared_latent_log_det``, so the reparametrized model's log
+    density is exactly ``log p(T(z)) + log |det dT/dz|`` (with each site's own
+    bijection in ``T``) whatever the first site's shape and whether the
+    transform's log-det is elementwise (``event_dim=0``) or summed
+    (``event_dim=1``).
+
     Parameters
     ----------
     guide : AutoContinuous
@@ -77,7 +84,19 @@ class NeuTraReparam(Reparam):
         """Return ``fn`` (or a decorator) with every guided site reparametrized."""
         return poutine.reparam(fn, config=self._reparam_config)
 
-    def _shared_latent(self, name: str) -> torch.Tensor:
+    def _draw_shared_latent(
+        self, name: str, compute_density: bool
+    ) -> dict[str, torch.Tensor]:
+        """Sample the shared latent at the first site; return every site's slice.
+
+        The log-det of the guide's transform is a term of the shared latent, not
+        of any one site, so it gets a factor of its own (outside the model's
+        plates, like the latent itself), summed over the latent's one event dim
+        whatever the transform's ``event_dim``. Folding it into the first
+        site's point mass instead would broadcast it over that site's batch
+        shape and count it once per element there: a different HMC target as
+        soon as the first site is batched and the log-det depends on ``z``.
+        """
         try:
             self.transform = self.guide.get_transform()
             base = self.guide.get_base_dist()
@@ -90,7 +109,13 @@ class NeuTraReparam(Reparam):
         with contextlib.ExitStack() as stack:
             for plate in self.guide._prototype.plates.values():
                 stack.enter_context(block_plate(dim=plate.dim, strict=False))
-            return pyro.sample(f"{name}_shared_latent", base.mask(False))
+            z = pyro.sample(f"{name}_shared_latent", base.mask(False))
+            x = self.transform(z)
+            if compute_density:
+                log_det = self.transform.log_abs_det_jacobian(z, x)
+                log_det = sum_rightmost(log_det, log_det.dim() - (z.dim() - 1))
+                pyro.factor(f"{name}_shared_latent_log_det", log_det)
+        return self._layout().unpack(x)
 
     def apply(self, msg: dict) -> dict:
         """Replace one latent site by its slice of the transformed shared latent."""
@@ -103,20 +128,16 @@ class NeuTraReparam(Reparam):
                 "reparametrize only latent sites"
             )
         compute_density = poutine.get_mask() is not False
-        log_density = 0.0
         if name not in self.x_unconstrained:  # the first site: draw the latent
-            z = self._shared_latent(name)
-            x = self.transform(z)
-            if compute_density:
-                log_density = self.transform.log_abs_det_jacobian(z, x)
-            self.x_unconstrained = self._layout().unpack(x)
+            self.x_unconstrained = self._draw_shared_latent(name, compute_density)
         u = self.x_unconstrained.pop(name)
         bijection = torch.distributions.biject_to(fn.support)
         value = bijection(u)
+        log_density = 0.0
         if compute_density:
             ladj = bijection.log_abs_det_jacobian(u, value)
             ladj = sum_rightmost(ladj, ladj.dim() - value.dim() + fn.event_dim)
-            log_density = log_density + fn.log_prob(value) + ladj
+            log_density = fn.log_prob(value) + ladj
         delta = dist.Delta(value, log_density, event_dim=fn.event_dim)
         return {"fn": delta, "value": value, "is_observed": True}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -185,3 +186,48 @@ def test_a_trained_flow_loads_before_any_call_and_reproduces_its_median():
     fresh = AutoIAFNormal(model, hidden_dim=[4])
     fresh.load_state_dict(state)
     torch.testing.assert_close(fresh.median()["x"], expected, rtol=0, atol=0)
+
+
+def _five_dims():
+    pyro.sample("x", dist.Normal(torch.zeros(5), 1.0).to_event(1))
+
+
+@pytest.mark.parametrize(
+    "hidden_dim, smallest", [([4], 4), ([6, 3], 3), (4, 4), ((5, 1), 1)]
+)
+def test_hidden_dim_smaller_than_the_latent_dim_is_a_clear_error(hidden_dim, smallest):
+    guide = guide_core.AutoIAFNormal(_five_dims, hidden_dim=hidden_dim)
+    expected = (
+        rf"hidden_dim={re.escape(repr(hidden_dim))} has a layer of {smallest} units, "
+        r"but the latent dimension is 5 .* at least latent_dim = 5 units; pass "
+        r"hidden_dim=\[16\] \(the default"
+    )
+    with pytest.raises(ValueError, match=expected):
+        guide()
+
+
+@pytest.mark.parametrize("hidden_dim", [[4], [5], [6, 4], [7, 5], [5, 5]])
+def test_hidden_dim_is_refused_exactly_where_pyros_network_fails(hidden_dim):
+    def fails(cls):
+        try:
+            cls(_five_dims, hidden_dim=hidden_dim)()
+        except ValueError:
+            return True
+        return False
+
+    assert fails(guide_core.AutoIAFNormal) == fails(oracle.AutoIAFNormal)
+    assert fails(guide_core.AutoIAFNormal) == (min(hidden_dim) < 5)
+
+
+def test_an_int_hidden_dim_is_one_layer():
+    # Pyro's own docstring shows hidden_dim=latent_dim, which Pyro then rejects
+    guide = guide_core.AutoIAFNormal(_five_dims, hidden_dim=5, num_transforms=2)
+    guide()
+    for part in guide.transform.parts:
+        assert part.arn.hidden_dims == [5]
+
+
+@pytest.mark.parametrize("bad", [[], 0, [0], [-3], 2.5, "5", [5.0], True, [True]])
+def test_bad_hidden_dim_is_an_error_at_construction(bad):
+    with pytest.raises(ValueError, match="'hidden_dim' must be a non-empty list"):
+        guide_core.AutoIAFNormal(_five_dims, hidden_dim=bad)

@@ -72,7 +72,17 @@ class AutoDiagonalNormal(_StandardNormalBase, AutoContinuous):
         self.scale = PyroParam(scale, self.scale_constraint)
 
     def get_transform(self, *args: Any, **kwargs: Any) -> dist.transforms.Transform:
-        """Return the elementwise affine map ``z -> loc + scale * z``."""
+        """Return the affine map ``z -> loc + scale * z`` on the flat latent.
+
+        The map is elementwise, but it is declared on vectors (``event_dim=1``),
+        like the transforms of the other guides, so its log-det is one number
+        per draw (``sum(log(scale))``) rather than a vector of ``D``. Pyro's
+        elementwise version (``event_dim=0``) makes Pyro's ``NeuTraReparam``
+        count the first site's log-prob ``D`` times when that site is not
+        batched like the latent; this project's
+        :class:`~guide_plugins.neutra.NeuTraReparam` gives the same, correct
+        target for either (see the migration guide).
+        """
         return dist.transforms.AffineTransform(self.loc, self.scale, event_dim=1)
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> dist.TorchDistribution:
