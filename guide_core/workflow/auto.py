@@ -319,6 +319,6 @@ def register_guides(register: Callable[[GuideSpec], None]) -> None:
                 "A guide per site: discrete sites to auto_discrete_parallel, the "
                 "others to auto_normal, either overridden per site."
             ),
-            capabilities=Capabilities(discrete=True),
+            capabilities=Capabilities(discrete=True, subsample=True),
         )
     )
