@@ -392,3 +392,17 @@ def test_probe_names_a_site_whose_shape_the_tracking_changes():
         AutoStructured(model)()
     guide = AutoStructured(model, dependencies={"x": {"s": "linear"}})
     assert guide()["x"].shape == ()
+
+
+def test_transform_samples_of_some_sites_uses_their_upstream_noise():
+    guide = AutoStructured(MODELS["plated"])
+    guide(DATA)
+    assert guide.dependencies == {"mu": {"tau": "linear"}}
+    with torch.no_grad():
+        guide.deps.mu.tau.weight.fill_(0.5)
+    reparam = StructuredReparam(guide)
+    aux = {"tau_aux": torch.randn(5, 1), "mu_aux": torch.randn(5, 2)}
+    everything = reparam.transform_samples(aux)
+    some = reparam.transform_samples(aux, save_params=["mu"])
+    assert list(some) == ["mu"] and some["mu"].shape == (5, 2, 1)
+    torch.testing.assert_close(some["mu"], everything["mu"])

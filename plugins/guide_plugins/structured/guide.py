@@ -200,7 +200,8 @@ class AutoStructured(AutoGuide):
         Parameters
         ----------
         save_params : collection of str, optional
-            Only draw these sites.
+            Only return these sites (the noise of the sites they depend on is
+            drawn too).
         stacked : bool
             How to read batch dims of the auxiliary noise (all but its last
             dim). By default they come from plates outside the model's (such
@@ -241,13 +242,26 @@ class AutoStructured(AutoGuide):
             )
         return outer[:cut]
 
+    def _with_upstreams(self, save_params: Collection[str] | None) -> set[str]:
+        """The sites in ``save_params`` and every site they depend on."""
+        if save_params is None:
+            return {name for name, _ in self._sorted_sites}
+        needed, pending = set(), list(save_params)
+        while pending:
+            name = pending.pop()
+            if name not in needed:
+                needed.add(name)
+                pending.extend(self.dependencies.get(name, {}))
+        return needed
+
     def _get_deltas(
         self, save_params: Collection[str] | None, stacked: bool
     ) -> dict[str, dist.Delta]:
         deltas: dict[str, dist.Delta] = {}
         noises: dict[str, torch.Tensor] = {}
+        needed = self._with_upstreams(save_params)
         for name, site in self._sorted_sites:
-            if save_params is not None and name not in save_params:
+            if name not in needed:
                 continue
             loc = get_nested(self.locs, name)
             noise, log_density = self._own_noise(name, torch.zeros_like(loc))
@@ -257,6 +271,8 @@ class AutoStructured(AutoGuide):
             for upstream in self.dependencies.get(name, {}):
                 noise = noise + get_nested(edges, upstream)(noises[upstream])
             noises[name] = noise
+            if save_params is not None and name not in save_params:
+                continue  # only an upstream of a site asked for
 
             batch = self._lead_shape(name, noise, stacked) + self._batch_shapes[name]
             u = (noise + loc).reshape(batch + self._event_shapes[name])
