@@ -14,7 +14,11 @@ from pyro.infer import SVI, Predictive, Trace_ELBO, TraceEnum_ELBO
 import guide_core
 
 AutoStructured = guide_core.AutoStructured
-DATA = torch.tensor([0.5, -1.0, 2.0])
+
+
+def observed():
+    """The data, made under the test's default dtype and device."""
+    return torch.tensor([0.5, -1.0, 2.0])
 
 
 def batch_model(data):
@@ -89,29 +93,31 @@ ELBOS = {
 def test_vectorized_elbo_at_the_exact_posterior_is_the_log_evidence(
     model, conditional, elbo
 ):
+    data = observed()
     # With the guide equal to the posterior, every particle's log p - log q is
     # log p(data): any error in the batch dims shows up in the loss exactly.
     guide = AutoStructured(model, conditionals=conditional, dependencies="linear")
-    set_to_exact(guide, model, DATA, conditional)
-    evidence = exact_posterior(model, DATA)[3]
-    loss = Trace_ELBO().loss(model, guide, DATA)
+    set_to_exact(guide, model, data, conditional)
+    evidence = exact_posterior(model, data)[3]
+    loss = Trace_ELBO().loss(model, guide, data)
     torch.testing.assert_close(torch.tensor(-loss), evidence, atol=1e-4, rtol=0)
-    loss = ELBOS[elbo](16).loss(model, guide, DATA)
+    loss = ELBOS[elbo](16).loss(model, guide, data)
     torch.testing.assert_close(torch.tensor(-loss), evidence, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("conditional", ["normal", "mvn"])
 @pytest.mark.parametrize("model", [batch_model, tree_model], ids=["batch", "tree"])
 def test_predictive_in_parallel_draws_the_exact_posterior(model, conditional):
+    data = observed()
     guide = AutoStructured(model, conditionals=conditional, dependencies="linear")
-    set_to_exact(guide, model, DATA, conditional)
-    sites, mean, cov, _ = exact_posterior(model, DATA)
+    set_to_exact(guide, model, data, conditional)
+    sites, mean, cov, _ = exact_posterior(model, data)
     num_samples = 20000
     predictive = Predictive(
         model, guide=guide, num_samples=num_samples, parallel=True, return_sites=sites
     )
     with torch.no_grad():
-        samples = predictive(DATA)
+        samples = predictive(data)
     shapes = {"loc": (num_samples, 3), "x": (num_samples, 1), "y": (num_samples, 3)}
     assert {name: samples[name].shape for name in sites} == {
         name: shapes[name] for name in sites
@@ -210,26 +216,28 @@ def test_replay_under_an_outer_plate_stack_matches_pyro(sample_shape):
 
 
 def test_outer_batch_inside_the_models_plates_is_an_error_naming_the_site():
+    data = observed()
     guide = AutoStructured(batch_model, conditionals="normal")
-    guide(DATA)
+    guide(data)
     with pytest.raises(ValueError, match="site 'loc' has outer batch shape \\(3,\\)"):
         with pyro.plate("bad", 3, dim=-1):
-            guide(DATA)
+            guide(data)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("conditional", ["normal", "mvn"])
 @pytest.mark.parametrize("model", [batch_model, tree_model], ids=["batch", "tree"])
 def test_svi_with_vectorized_particles_fits_the_exact_posterior(model, conditional):
+    data = observed()
     guide = AutoStructured(model, conditionals=conditional, dependencies="linear")
     elbo = Trace_ELBO(num_particles=50, vectorize_particles=True)
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), elbo)
     for _ in range(1500):
-        svi.step(DATA)
-    sites, mean, cov, _ = exact_posterior(model, DATA)
+        svi.step(data)
+    sites, mean, cov, _ = exact_posterior(model, data)
     num_samples = 20000
     with torch.no_grad(), pyro.plate("particles", num_samples, dim=-2):
-        values = guide(DATA)
+        values = guide(data)
     draws = torch.cat([values[name].reshape(num_samples, -1) for name in sites], -1)
     torch.testing.assert_close(draws.mean(0), mean, atol=0.08, rtol=0)
     torch.testing.assert_close(draws.std(0), cov.diagonal().sqrt(), atol=0.0, rtol=0.1)
