@@ -2,7 +2,8 @@
 
 Structured guides (``AutoStructured``, ``AutoGaussian``) let a site's posterior
 depend on the sites it interacts with. This module infers those edges from the
-model (with :func:`pyro.infer.inspect.get_dependencies`), checks a graph a user
+model (with :func:`pyro.infer.inspect.get_dependencies`, fed the values of a
+plain run of the model, see :func:`model_dependencies`), checks a graph a user
 wrote by hand, and orders the sites so that every upstream site comes before
 its downstream sites. Errors name the offending sites.
 """
@@ -12,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import pyro
+import torch
 from pyro import poutine
 from pyro.infer.inspect import get_dependencies
+from pyro.poutine.messenger import Messenger
 
 __all__ = [
     "check_graph",
@@ -25,10 +29,43 @@ __all__ = [
 Graph = Mapping[str, Mapping[str, Any]]  # {downstream: {upstream: edge data}}
 
 
+class _SameShapes(Messenger):
+    """Check each site's distribution has the shapes it had in a plain run."""
+
+    def __init__(self, plain: Any):
+        super().__init__()
+        self.plain = plain
+
+    def _pyro_post_sample(self, msg: dict) -> None:
+        name, fn = msg["name"], msg["fn"]
+        if name not in self.plain.nodes or not hasattr(fn, "batch_shape"):
+            return
+        before = self.plain.nodes[name]["fn"]
+        shapes = (fn.batch_shape, fn.event_shape)
+        if shapes != (before.batch_shape, before.event_shape):
+            raise ValueError(
+                f"cannot infer the dependencies of site {name!r}: while tracking "
+                f"which sites its parameters come from, its distribution got batch "
+                f"shape {tuple(fn.batch_shape)} and event shape "
+                f"{tuple(fn.event_shape)} instead of {tuple(before.batch_shape)} and "
+                f"{tuple(before.event_shape)} (is there a tensor.new(shape) call in "
+                "the model? use torch.zeros(shape) or tensor.new_zeros(shape)); or "
+                "pass the graph by hand, e.g. dependencies={"
+                f"{name!r}: {{'<upstream site>': 'linear'}}}}"
+            )
+
+
 def model_dependencies(
     model: Callable, args: tuple = (), kwargs: Mapping[str, Any] | None = None
 ) -> dict[str, dict[str, dict[str, set]]]:
-    """Run ``model`` once, hidden from outer handlers, and return its dependencies.
+    """Run ``model``, hidden from outer handlers, and return its dependencies.
+
+    The model runs twice, without touching the random state: once plainly,
+    then with every value replayed from the first run while
+    :func:`pyro.infer.inspect.get_dependencies` tracks which sites each
+    log-density comes from. No sampler runs on tracked parameters, so samplers
+    that break on them (Exponential's and Cauchy's ``rate.new(shape)``, which
+    the tracking turns into an empty tensor) see plain ones.
 
     Returns
     -------
@@ -36,8 +73,18 @@ def model_dependencies(
         ``{"prior_dependencies": ..., "posterior_dependencies": ...}``, each
         ``{downstream: {upstream: set of plate names}}``, as
         :func:`pyro.infer.inspect.get_dependencies` computes them.
+
+    Raises
+    ------
+    ValueError
+        A site's distribution changes shape under the tracking (the message
+        names the site and says how to fix the model or pass the graph).
     """
-    return poutine.block(get_dependencies)(model, tuple(args), dict(kwargs or {}))
+    args, kwargs = tuple(args), dict(kwargs or {})
+    with torch.random.fork_rng(), torch.no_grad(), pyro.validation_enabled(False):
+        plain = poutine.block(poutine.trace(model).get_trace)(*args, **kwargs)
+    tracked = _SameShapes(plain)(poutine.replay(model, trace=plain))
+    return poutine.block(get_dependencies)(tracked, args, kwargs)
 
 
 def infer_dependencies(

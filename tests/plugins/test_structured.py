@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
 
@@ -18,7 +19,7 @@ from pyro.infer import JitTrace_ELBO, Predictive, Trace_ELBO
 from pyro.infer.mcmc import MCMC, NUTS
 
 import guide_core
-from guide_core import registry
+from guide_core import dependencies, registry
 
 AutoStructured = guide_core.AutoStructured
 
@@ -332,3 +333,76 @@ def test_beside_a_discrete_guide_in_a_guide_list():
     assert set(guide.median(DATA)) == {"locs", "scale", "z"}
     state = pickle.loads(pickle.dumps(guide[0])).state_dict()
     assert "deps.scale.locs.weight" in state
+
+
+# -- the dependency probe --------------------------------------------------------
+
+
+def _rate_from_a_latent(family, plated):
+    def model(data):
+        s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+        x = pyro.sample("x", family(s))
+        with pyro.plate("data", len(data)) if plated else contextlib.nullcontext():
+            pyro.sample("obs", dist.Normal(x, 1.0), obs=data)
+
+    return model
+
+
+@pytest.mark.parametrize("plated", [False, True], ids=["scalar", "plated"])
+@pytest.mark.parametrize("family", [dist.Exponential, dist.HalfCauchy])
+def test_probe_sees_through_a_parameter_drawn_from_another_latent(family, plated):
+    # Pyro's get_dependencies draws x from Exponential(s) (HalfCauchy(s)) with a
+    # tracked s, whose rate.new(shape) makes x an empty tensor: obs then loses
+    # its parent x, or the plate fails to broadcast.
+    data = torch.tensor([0.5, 1.5, 1.0]) if plated else torch.tensor(1.0)
+    model = _rate_from_a_latent(family, plated)
+    meta = dependencies.model_dependencies(model, (data,))
+    assert meta["prior_dependencies"]["obs"] == {"obs": set(), "x": set()}
+    assert meta["posterior_dependencies"]["x"] == {"x": set(), "obs": set()}
+    guide = AutoStructured(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    losses = [svi.step(data) for _ in range(5)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert guide.dependencies == {"x": {"s": "linear"}}
+    values = guide(data)
+    assert values["s"].shape == () and values["x"].shape == ()
+    assert values["x"] > 0
+    samples = Predictive(model, guide=guide, num_samples=4)(data)
+    lead = (4, 1) if plated else (4,)  # Predictive keeps a dim for plate "data"
+    assert samples["x"].shape == lead and samples["obs"].shape == (4,) + data.shape
+
+
+def test_probe_leaves_the_random_state_alone():
+    model = _rate_from_a_latent(dist.Exponential, plated=True)
+    pyro.set_rng_seed(3)
+    dependencies.model_dependencies(model, (torch.ones(3),))
+    after = torch.rand(2)
+    pyro.set_rng_seed(3)
+    torch.testing.assert_close(after, torch.rand(2))
+
+
+def test_probe_names_a_site_whose_shape_the_tracking_changes():
+    def model():
+        s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+        shift = s.new(s.shape).zero_()  # under tracking, an empty tensor
+        x = pyro.sample("x", dist.Normal(s + shift, 1.0))
+        pyro.sample("obs", dist.Normal(x, 1.0), obs=torch.tensor(0.5))
+
+    with pytest.raises(ValueError, match="site 'x'.*batch shape \\(0,\\).*new_zeros"):
+        AutoStructured(model)()
+    guide = AutoStructured(model, dependencies={"x": {"s": "linear"}})
+    assert guide()["x"].shape == ()
+
+
+def test_transform_samples_of_some_sites_uses_their_upstream_noise():
+    guide = AutoStructured(MODELS["plated"])
+    guide(DATA)
+    assert guide.dependencies == {"mu": {"tau": "linear"}}
+    with torch.no_grad():
+        guide.deps.mu.tau.weight.fill_(0.5)
+    reparam = StructuredReparam(guide)
+    aux = {"tau_aux": torch.randn(5, 1), "mu_aux": torch.randn(5, 2)}
+    everything = reparam.transform_samples(aux)
+    some = reparam.transform_samples(aux, save_params=["mu"])
+    assert list(some) == ["mu"] and some["mu"].shape == (5, 2, 1)
+    torch.testing.assert_close(some["mu"], everything["mu"])

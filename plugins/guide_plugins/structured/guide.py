@@ -189,7 +189,7 @@ class AutoStructured(AutoGuide):
         return noise, log_det
 
     def get_deltas(
-        self, save_params: Collection[str] | None = None
+        self, save_params: Collection[str] | None = None, *, stacked: bool = False
     ) -> dict[str, dist.Delta]:
         """Draw every site (or those in ``save_params``) as a point mass.
 
@@ -197,19 +197,71 @@ class AutoStructured(AutoGuide):
         log-density of the site's value under the guide, less the density of
         the auxiliary noise it was drawn from.
 
+        Parameters
+        ----------
+        save_params : collection of str, optional
+            Only return these sites (the noise of the sites they depend on is
+            drawn too).
+        stacked : bool
+            How to read batch dims of the auxiliary noise (all but its last
+            dim). By default they come from plates outside the model's (such
+            as vectorized particles, ``Predictive(parallel=True)`` or a user's
+            ``plate_stack``): they sit left of the site's plates, so the value
+            has shape ``broadcast(noise batch, site batch) + event``. With
+            ``stacked=True`` they are a plain stack of draws (e.g. MCMC
+            samples of the noise), put in front of the site's full shape.
+
         Returns
         -------
         dict
             ``{site name: Delta}`` in the guide's sampling order.
         """
         with poutine.infer_config(config_fn=_mark_auxiliary):
-            return self._get_deltas(save_params)
+            return self._get_deltas(save_params, stacked)
 
-    def _get_deltas(self, save_params: Collection[str] | None) -> dict[str, dist.Delta]:
+    def _lead_shape(self, name: str, noise: torch.Tensor, stacked: bool) -> torch.Size:
+        """The dims to put left of site ``name``'s batch shape for this noise.
+
+        Outer batch dims of the noise are aligned with the model's plates from
+        the right: where the site has batch dims they must be 1, and only the
+        dims further left lead the value. Reshaping without this would put
+        the outer dims left of the site's plates *as well as* inside them.
+        """
+        outer = noise.shape[:-1]
+        if stacked:
+            return outer
+        batch_shape = self._batch_shapes[name]
+        cut = max(len(outer) - len(batch_shape), 0)
+        if any(size != 1 for size in outer[cut:]):
+            raise ValueError(
+                f"AutoStructured: the noise of site {name!r} has outer batch shape "
+                f"{tuple(outer)}, which overlaps the site's own batch shape "
+                f"{tuple(batch_shape)}; outer batch dims (particles, Predictive, "
+                "your plates) must lie left of the model's plates: raise "
+                "max_plate_nesting, or put your plate at a dim further left"
+            )
+        return outer[:cut]
+
+    def _with_upstreams(self, save_params: Collection[str] | None) -> set[str]:
+        """The sites in ``save_params`` and every site they depend on."""
+        if save_params is None:
+            return {name for name, _ in self._sorted_sites}
+        needed, pending = set(), list(save_params)
+        while pending:
+            name = pending.pop()
+            if name not in needed:
+                needed.add(name)
+                pending.extend(self.dependencies.get(name, {}))
+        return needed
+
+    def _get_deltas(
+        self, save_params: Collection[str] | None, stacked: bool
+    ) -> dict[str, dist.Delta]:
         deltas: dict[str, dist.Delta] = {}
         noises: dict[str, torch.Tensor] = {}
+        needed = self._with_upstreams(save_params)
         for name, site in self._sorted_sites:
-            if save_params is not None and name not in save_params:
+            if name not in needed:
                 continue
             loc = get_nested(self.locs, name)
             noise, log_density = self._own_noise(name, torch.zeros_like(loc))
@@ -219,12 +271,12 @@ class AutoStructured(AutoGuide):
             for upstream in self.dependencies.get(name, {}):
                 noise = noise + get_nested(edges, upstream)(noises[upstream])
             noises[name] = noise
+            if save_params is not None and name not in save_params:
+                continue  # only an upstream of a site asked for
 
-            sample_shape = noise.shape[:-1]
-            shape = sample_shape + self._batch_shapes[name] + self._event_shapes[name]
-            u = (noise + loc).reshape(shape)
+            batch = self._lead_shape(name, noise, stacked) + self._batch_shapes[name]
+            u = (noise + loc).reshape(batch + self._event_shapes[name])
             if isinstance(log_density, torch.Tensor):
-                batch = sample_shape + self._batch_shapes[name]
                 log_density = log_density.reshape(batch + (-1,)).sum(-1)
             point_mass = self.conditionals[name] == "delta"
             value, log_density = constrain(site, u, log_density, log_det=not point_mass)

@@ -130,5 +130,5 @@ class StructuredReparam(Reparam):
             ``{site name: samples}``.
         """
         with poutine.condition(data=dict(aux_samples)), poutine.mask(mask=False):
-            deltas = self.guide.get_deltas(save_params)
+            deltas = self.guide.get_deltas(save_params, stacked=True)
         return {name: point.v for name, point in deltas.items()}
