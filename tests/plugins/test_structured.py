@@ -19,7 +19,8 @@ from pyro.infer import JitTrace_ELBO, Predictive, Trace_ELBO
 from pyro.infer.mcmc import MCMC, NUTS
 
 import guide_core
-from guide_core import dependencies, registry
+from guide_core import registry
+from guide_core.core import dependencies
 
 AutoStructured = guide_core.AutoStructured
 
