@@ -255,3 +255,50 @@ def test_dense_draw_gradient_is_autograds(hub_min, draws):
     torch.testing.assert_close(outs["ours"][0], outs["ref"][0])
     for ours, ref in zip(grads["ours"], grads["ref"]):
         torch.testing.assert_close(ours, ref)
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """``{module: modules of the gaussian package it imports}``, counting the
+    imports inside functions."""
+    import ast
+    from pathlib import Path
+
+    import guide_plugins.gaussian as package
+
+    root = Path(package.__file__).parent
+    graph = {}
+    for path in root.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module is not None:
+                    found.add(node.module.split(".")[0])
+                else:  # from . import a, b
+                    found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                prefix = "guide_plugins.gaussian."
+                if node.module.startswith(prefix):
+                    found.add(node.module[len(prefix) :].split(".")[0])
+        graph[path.stem] = found
+    return graph
+
+
+def test_gaussian_package_has_no_import_cycle():
+    graph = _package_imports()
+    done, active = set(), []
+
+    def visit(module):
+        if module in active:
+            cycle = active[active.index(module) :] + [module]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if module in done or module not in graph:
+            return
+        active.append(module)
+        for other in sorted(graph[module]):
+            visit(other)
+        active.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    assert "dense_layout" in graph["base"]  # the dense summaries' own module

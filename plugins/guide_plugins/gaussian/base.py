@@ -36,6 +36,7 @@ from guide_core.guide import validate_init_scale
 from guide_core.latent import constrain, get_nested, set_nested
 from guide_core.summaries import distribution_quantiles
 
+from .dense_layout import DenseLayout
 from .structure import GaussianStructure, build_structure
 
 __all__ = ["DEFAULT_BACKEND", "AutoGaussian"]
@@ -198,8 +199,6 @@ class AutoGaussian(AutoGuide):
 
     def _aux_moments(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Return each latent's marginal aux ``(mean, std)`` (dense by default)."""
-        from .dense import DenseLayout
-
         layout = getattr(self, "_dense_layout", None)
         if layout is None:
             layout = self._dense_layout = DenseLayout(self._structure)
