@@ -28,7 +28,7 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
-from pyro.infer.inspect import get_dependencies, is_sample_site
+from pyro.infer.inspect import is_sample_site
 from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, init_to_feasible, registry
@@ -37,6 +37,7 @@ from guide_core.latent import constrain, get_nested, set_nested
 from guide_core.summaries import distribution_quantiles
 
 from .dense_layout import DenseLayout
+from .dependencies import prior_dependencies
 from .structure import GaussianStructure, build_structure
 
 __all__ = ["DEFAULT_BACKEND", "AutoGaussian"]
@@ -116,8 +117,7 @@ class AutoGaussian(AutoGuide):
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
         model, self._original_model = self._original_model[0], None
-        deps = poutine.block(get_dependencies)(model, args, kwargs)
-        self.dependencies = deps["prior_dependencies"]
+        self.dependencies = poutine.block(prior_dependencies)(model, args, kwargs)
         self._structure = build_structure(
             self.prototype_trace, self.dependencies, self._prototype.sites
         )
