@@ -138,3 +138,24 @@ def test_dense_jit_elbo_trains_as_pyros():
         svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), JitTrace_ELBO())
         out.extend(svi.step(DATA) for _ in range(8))
     torch.testing.assert_close(torch.tensor(ours), torch.tensor(pyros))
+
+
+def test_only_a_module_trace_takes_the_exportable_draw():
+    from guide_plugins.gaussian.precision_mvn import _exporting
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(_exporting())
+            return x * 2
+
+    x = torch.ones(2)
+    _trace(Probe(), {"forward": (x,)}, check_trace=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.jit.trace(lambda t: Probe().forward(t), (x,), check_trace=False)
+    Probe()(x)
+    # trace_module must export; a traced function (JitTrace_ELBO) and eager
+    # code keep DenseDraw's fast backward
+    assert seen == [True, False, False]

@@ -12,9 +12,9 @@ factorising it and drawing, with a hand-written backward pass: the gradient of
 the draw and of ``log det F`` with respect to ``Q`` is only evaluated at the
 entries the factors fill (see :class:`CellPlan`), after one triangular
 inverse, instead of autograd's dense Cholesky backward (three ``N^3`` products).
-``torch.jit.trace`` cannot export a Python ``autograd.Function``, so while it
-records (``torch.jit.trace_module``, ``JitTrace_ELBO``) the draw runs the same
-forward operations as plain autograd ops instead.
+``torch.jit.trace_module`` cannot export a Python ``autograd.Function``, so
+while it records, the draw runs the same forward operations as plain autograd
+ops instead (``JitTrace_ELBO``, which traces a function, keeps the fast one).
 """
 
 from __future__ import annotations
@@ -64,6 +64,20 @@ def _draw(
     mean = torch.cholesky_solve(q.unsqueeze(-1), flip_tril).squeeze(-1)
     x = mean + _solve_rows(flip_tril, noise)
     return x, flip_tril.diagonal().log().sum(), flip_tril, mean
+
+
+def _exporting() -> bool:
+    """Whether ``torch.jit.trace_module`` is recording, whose graph must hold no
+    Python ``autograd.Function``.
+
+    ``torch.jit.trace`` of a function (as ``JitTrace_ELBO`` does) runs the
+    graph in this process, where :class:`DenseDraw` (and its fast backward)
+    is fine. ``trace_module`` is told by the module map torch sets while it
+    runs; were that private name gone, every trace counts as exporting.
+    """
+    if not torch.jit.is_tracing():
+        return False
+    return getattr(torch.jit._trace, "_trace_module_map", True) is not None
 
 
 class CellPlan:
@@ -251,7 +265,7 @@ class FlippedPrecisionMVN(dist.MultivariateNormal):
         info = self._info
         eps = torch.randn(shape, dtype=info.dtype, device=info.device)
         noise = eps.reshape(-1, shape[-1]).flip(-1)
-        if torch.jit.is_tracing():  # autograd's Cholesky backward: exportable
+        if _exporting():  # autograd's Cholesky backward: exportable
             x, half_log_det, _, _ = _draw(
                 self._values, info.flip(-1), noise, self._cells, shape[-1]
             )
