@@ -28,10 +28,11 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
-from pyro.infer.inspect import get_dependencies, is_sample_site
+from pyro.infer.inspect import is_sample_site
 from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, init_to_feasible, registry
+from guide_core.core.dependencies import model_dependencies
 from guide_core.core.guide import validate_init_scale
 from guide_core.core.latent import constrain, get_nested, set_nested
 from guide_core.core.summaries import distribution_quantiles
@@ -116,8 +117,9 @@ class AutoGaussian(AutoGuide):
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
         model, self._original_model = self._original_model[0], None
-        deps = poutine.block(get_dependencies)(model, args, kwargs)
-        self.dependencies = deps["prior_dependencies"]
+        self.dependencies = model_dependencies(model, args, kwargs)[
+            "prior_dependencies"
+        ]
         self._structure = build_structure(
             self.prototype_trace, self.dependencies, self._prototype.sites
         )

@@ -12,6 +12,9 @@ factorising it and drawing, with a hand-written backward pass: the gradient of
 the draw and of ``log det F`` with respect to ``Q`` is only evaluated at the
 entries the factors fill (see :class:`CellPlan`), after one triangular
 inverse, instead of autograd's dense Cholesky backward (three ``N^3`` products).
+``torch.jit.trace_module`` cannot export a Python ``autograd.Function``, so
+while it records, the draw runs the same forward operations as plain autograd
+ops instead (``JitTrace_ELBO``, which traces a function, keeps the fast one).
 """
 
 from __future__ import annotations
@@ -41,6 +44,40 @@ def _pair_dots(a, b, k, l_):
         for i in range(0, k.numel(), chunk)
     ]
     return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+
+def _draw(
+    values: torch.Tensor,
+    q: torch.Tensor,
+    noise: torch.Tensor,
+    cells: torch.Tensor,
+    n: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Assemble ``Q``, factorise it and draw, in plain differentiable ops.
+
+    Returns ``(x, half_log_det, F, Q^{-1} q)``. :class:`DenseDraw` runs exactly
+    these operations forward, so the traced path (which calls this directly,
+    leaving the gradient to autograd) gives bitwise the same draws.
+    """
+    flipped = values.new_zeros(n * n).index_add(0, cells, values)
+    flip_tril = torch.linalg.cholesky(flipped.reshape(n, n))
+    mean = torch.cholesky_solve(q.unsqueeze(-1), flip_tril).squeeze(-1)
+    x = mean + _solve_rows(flip_tril, noise)
+    return x, flip_tril.diagonal().log().sum(), flip_tril, mean
+
+
+def _exporting() -> bool:
+    """Whether ``torch.jit.trace_module`` is recording, whose graph must hold no
+    Python ``autograd.Function``.
+
+    ``torch.jit.trace`` of a function (as ``JitTrace_ELBO`` does) runs the
+    graph in this process, where :class:`DenseDraw` (and its fast backward)
+    is fine. ``trace_module`` is told by the module map torch sets while it
+    runs; were that private name gone, every trace counts as exporting.
+    """
+    if not torch.jit.is_tracing():
+        return False
+    return getattr(torch.jit._trace, "_trace_module_map", True) is not None
 
 
 class CellPlan:
@@ -126,14 +163,9 @@ class DenseDraw(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, values, q, noise, cells, plan):  # noqa: D102
-        n = plan.n
-        flipped = values.new_zeros(n * n).index_add(0, cells, values)
-        flip_tril = torch.linalg.cholesky(flipped.reshape(n, n))
-        mean = torch.cholesky_solve(q.unsqueeze(-1), flip_tril).squeeze(-1)
-        x = mean + _solve_rows(flip_tril, noise)
+        x, half_log_det, flip_tril, mean = _draw(values, q, noise, cells, plan.n)
         ctx.save_for_backward(flip_tril, mean, noise)
         ctx.plan = plan
-        half_log_det = flip_tril.diagonal().log().sum()
         return x, half_log_det
 
     @staticmethod
@@ -233,13 +265,18 @@ class FlippedPrecisionMVN(dist.MultivariateNormal):
         info = self._info
         eps = torch.randn(shape, dtype=info.dtype, device=info.device)
         noise = eps.reshape(-1, shape[-1]).flip(-1)
-        plan = self._plan
-        if plan is None:
-            plan = self._plan = CellPlan(self._cells, shape[-1])
-        plan = plan.on(info.device)
-        x, half_log_det = DenseDraw.apply(
-            self._values, info.flip(-1), noise, self._cells, plan
-        )
+        if _exporting():  # autograd's Cholesky backward: exportable
+            x, half_log_det, _, _ = _draw(
+                self._values, info.flip(-1), noise, self._cells, shape[-1]
+            )
+        else:
+            plan = self._plan
+            if plan is None:
+                plan = self._plan = CellPlan(self._cells, shape[-1])
+            plan = plan.on(info.device)
+            x, half_log_det = DenseDraw.apply(
+                self._values, info.flip(-1), noise, self._cells, plan
+            )
         value = x.flip(-1).reshape(shape)
         self._last = (value, self._log_normal(eps.pow(2).sum(-1), half_log_det))
         return value
