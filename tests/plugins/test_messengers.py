@@ -539,9 +539,14 @@ def test_hierarchical_arguments_are_checked():
         cls(MODELS["constrained"])(DATA)
 
 
-def test_an_infinite_init_value_is_an_error_naming_the_site():
-    with pytest.raises(ValueError, match="site 'tau'.*init_to_median"):
-        guide_core.AutoNormalMessenger(MODELS["plated"])(DATA)
+def test_an_infinite_prior_mean_starts_at_the_fallback_with_a_warning_naming_the_site():
+    """The core's rule for every guide: ``init_to_mean`` falls back where the
+    prior mean is infinite; the messengers' default fallback is Pyro's,
+    ``init_to_feasible``."""
+    guide = guide_core.AutoNormalMessenger(MODELS["plated"])
+    with pytest.warns(UserWarning, match="site 'tau' is infinite.*init_to_feasible"):
+        guide(DATA)
+    assert all(torch.isfinite(v).all() for v in guide.median(DATA).values())
 
 
 def test_init_value_outside_the_support_is_an_error_naming_the_site():
