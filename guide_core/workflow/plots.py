@@ -370,7 +370,7 @@ def _forest_figure(entries, draws, shapes, max_elements) -> Any:
 
 
 def _compare_loss_figure(entries, window) -> Any:
-    fig = _figure(8.0, 4.2)
+    fig = _figure(8.0, 4.0 + 0.1 * len(entries))
     ax = fig.add_subplot()
     everything = []
     for i, (name, result, objective) in enumerate(entries):
@@ -389,5 +389,5 @@ def _compare_loss_figure(entries, window) -> Any:
     ax.set_title(f"smoothed loss ({window} steps) of every guide; lower is better")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.legend(fontsize="x-small", ncols=2)
+    fig.legend(loc="outside lower center", fontsize="x-small", ncols=2)
     return fig
