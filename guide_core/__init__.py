@@ -65,6 +65,7 @@ from .workflow.auto import compose
 from .workflow.diagnostics import KHat, psis_khat
 from .workflow.fitting import FitResult, NonFiniteLossError, fit
 from .workflow.persist import FORMAT_VERSION, load, save
+from .workflow.plots import plot_compare, plot_fit
 from .workflow.posterior import Summary, sample_posterior, summary, to_inference_data
 
 __version__ = "0.1.0"
@@ -107,6 +108,8 @@ __all__ = [
     "init_to_uniform",
     "init_to_value",
     "load",
+    "plot_compare",
+    "plot_fit",
     "psis_khat",
     "registry",
     "sample_posterior",

@@ -23,8 +23,10 @@ import torch
 from .. import registry
 from ..registry.checks import accepts, default_init
 from ..registry.errors import RegistryError
+from ..workflow.comparison import Comparison
 from .examples import EXAMPLES
 from .inputs import UsageError, check_model, load_data, load_model
+from .reporting import add_report_option, check_report, compare_report, fit_report
 
 __all__ = ["main"]
 
@@ -149,6 +151,7 @@ def _fit_command(args: argparse.Namespace) -> int:
     model, model_args, model_kwargs, label = problem
     if args.guide != "auto":
         registry.info(args.guide)  # unknown names fail before any work
+    check_report(args)
     print(f"fitting {args.guide} to {label}")
     result = _fit(args.guide, problem, args, progress=not args.quiet)
     state = "converged" if result.converged else "stopped"
@@ -171,6 +174,7 @@ def _fit_command(args: argparse.Namespace) -> int:
 
         save(result.guide, args.save)
         print(f"saved to {args.save}")
+    fit_report(args, result, problem)
     return 0
 
 
@@ -181,8 +185,9 @@ def _compare_command(args: argparse.Namespace) -> int:
     for name in names:
         if name != "auto":
             registry.info(name)  # unknown names fail before any fitting
+    check_report(args)
     print(f"comparing {len(names)} guides on {problem[3]} ({args.steps} steps max)")
-    rows = []
+    comparison = Comparison(problem[3])
     for name in names:
         start = time.perf_counter()
         try:
@@ -190,50 +195,12 @@ def _compare_command(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - one guide failing is a row
             if args.debug:
                 raise
-            message = f"error: {type(exc).__name__}: {exc}".splitlines()[0]
-            rows.append(
-                (name, message[:117] + "..." if len(message) > 120 else message)
-            )
+            comparison.add_failure(name, exc, time.perf_counter() - start)
             continue
-        khat = (
-            "-"
-            if result.khat is None
-            else f"{result.khat.value:.2f} {result.khat.verdict}"
-        )
-        rows.append(
-            (
-                name,
-                f"{_elbo(result):>12.3f}",
-                f"{result.ms_per_step:>8.2f}",
-                f"{khat:>10}",
-                f"{time.perf_counter() - start:>7.1f}",
-                f"{result.steps:>6}",
-            )
-        )
-    print(_table(("guide", "final ELBO", "ms/step", "k-hat", "time s", "steps"), rows))
+        comparison.add(name, result, time.perf_counter() - start)
+    print(comparison.table())
+    compare_report(args, comparison, problem)
     return 0
-
-
-def _table(header: Sequence[str], rows: list[tuple[str, ...]]) -> str:
-    """A plain text table; a row of two cells is a guide and its error."""
-    full = [r for r in rows if len(r) == len(header)]
-    widths = [max([len(h), *(len(r[i]) for r in full)]) for i, h in enumerate(header)]
-    widths[0] = max([widths[0], *(len(r[0]) for r in rows)])
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths))
-        )
-
-    out = [line(header), "  ".join("-" * w for w in widths)]
-    for row in rows:
-        out.append(
-            line(row)
-            if len(row) == len(header)
-            else f"{row[0].ljust(widths[0])}  {row[1]}"
-        )
-    return "\n".join(out)
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -276,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     fitting.add_argument("--num-samples", type=int, default=1000, help="for summary")
     fitting.add_argument("--save", help="save the fitted guide to this file")
     fitting.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_report_option(fitting)
     fitting.set_defaults(run=_fit_command)
     comparing = commands.add_parser("compare", help="fit several guides, one table")
     _add_model_options(comparing)
@@ -286,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="init strategy by name, the same for every guide that takes one "
         "(default: median)",
     )
+    add_report_option(comparing)
     comparing.set_defaults(run=_compare_command)
     return parser
 

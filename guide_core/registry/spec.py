@@ -14,6 +14,12 @@ from typing import Any
 import attrs
 
 __all__ = ["BackendSpec", "Capabilities", "GuideSpec", "InitStrategySpec"]
+__all__ += ["OBJECTIVES"]
+
+#: What a guide's training loss estimates: ``"elbo"`` (an evidence lower bound,
+#: comparable across guides), ``"map"`` (the log joint at a point: no entropy
+#: term) or ``"laplace"`` (MAP, then a Gaussian around it).
+OBJECTIVES = ("elbo", "map", "laplace")
 
 _SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 
@@ -96,6 +102,10 @@ class GuideSpec:
         Names of the back ends it accepts (``AutoGaussian``), empty if none.
     extras : tuple of str
         Import names of extra packages it needs (e.g. ``("funsor",)``).
+    objective : str
+        What its training loss estimates, one of :data:`OBJECTIVES`:
+        ``"elbo"`` (the default), ``"map"`` or ``"laplace"``. Only ELBOs are
+        ranked against each other; a MAP loss has no entropy term.
     plugin : str or None
         The plugin that registered it; filled in by the registry.
     """
@@ -109,6 +119,9 @@ class GuideSpec:
     )
     backends: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     extras: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
+    objective: str = attrs.field(
+        default="elbo", validator=attrs.validators.in_(OBJECTIVES)
+    )
     plugin: str | None = None
 
     @property

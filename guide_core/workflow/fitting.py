@@ -22,9 +22,9 @@ import pyro.optim
 import torch
 from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
-from tqdm import tqdm
 
 from .diagnostics import MIN_SAMPLES, KHat, find_nonfinite, psis_khat
+from .progress import progress_bar
 
 __all__ = ["FitResult", "NonFiniteLossError", "fit"]
 
@@ -203,7 +203,8 @@ def fit(
     window : int
         Steps per smoothing window.
     progress : bool
-        Show a progress bar (tqdm) with the smoothed loss.
+        Show a progress bar (tqdm) with the smoothed loss; when standard
+        error is not a terminal, a line every 10% of the steps or 10 s.
     khat : bool
         Estimate the PSIS k-hat of the fitted guide (see :func:`psis_khat`).
         If that fails, a warning says why and ``FitResult.khat`` is None.
@@ -248,7 +249,7 @@ def fit(
     losses: list[float] = []
     changes: list[float] = []
     converged = interrupted = False
-    bar = tqdm(total=steps, desc="fit", unit="step", disable=not progress, leave=True)
+    bar = progress_bar(total=steps, enabled=progress, desc="fit")
     start = time.perf_counter()
     try:
         for number in range(1, steps + 1):

@@ -82,5 +82,6 @@ def register_guides(register: Callable[[GuideSpec], None]) -> None:
             family="delta",
             summary="Point mass per site: MAP estimation in the constrained space.",
             capabilities=Capabilities(subsample=True, jit=True, mean_field=True),
+            objective="map",
         )
     )

@@ -189,3 +189,82 @@ def test_fit_accepts_the_auto_guide_and_an_init_strategy_by_name(capsys):
         "20",
     )
     assert code == 0 and "fitting auto to eight_schools" in out
+
+
+def test_fit_report_writes_index_html_and_its_figures(capsys, tmp_path):
+    out_dir = tmp_path / "report"
+    code, out, _ = run(
+        capsys,
+        "fit",
+        "--steps",
+        "30",
+        "--quiet",
+        "--khat-samples",
+        "50",
+        "--num-samples",
+        "50",
+        "--report",
+        str(out_dir),
+    )
+    assert code == 0 and f"report written to {out_dir / 'index.html'}" in out
+    html = (out_dir / "index.html").read_text()
+    for name in ("fit_loss.png", "fit_posterior.png", "fit_khat.png"):
+        assert (out_dir / name).is_file() and f"src='{name}'" in html
+
+
+def test_report_without_matplotlib_is_a_one_line_error(capsys, monkeypatch, tmp_path):
+    import importlib
+
+    checks = importlib.import_module("guide_core.registry.checks")
+    monkeypatch.setattr(checks, "missing_modules", lambda names: ["matplotlib"])
+    code, out, err = run(capsys, "fit", "--steps", "5", "--report", str(tmp_path))
+    assert code == 2 and "fitting" not in out
+    assert err.count("\n") == 1 and "guide-core[plot]" in err
+
+
+def test_compare_marks_map_guides_and_guides_that_do_not_apply(capsys, tmp_path):
+    guides = "auto_normal,auto_delta,auto_laplace_approximation,"
+    guides += "auto_hierarchical_normal_messenger"
+    code, out, _ = run(
+        capsys,
+        "compare",
+        "--guides",
+        guides,
+        "--steps",
+        "30",
+        "--khat-samples",
+        "50",
+        "--report",
+        str(tmp_path),
+    )
+    assert code == 0
+    ranked, points = out.split("MAP / Laplace guides")
+    rows = {line.split()[0]: line for line in ranked.splitlines() if line.strip()}
+    assert rows["auto_normal"].split()[2] == "*"  # the best (only) ELBO
+    assert "auto_delta" not in rows and "auto_laplace_approximation" not in rows
+    assert "not applicable: site 'tau'" in rows["auto_hierarchical_normal_messenger"]
+    assert "error" not in ranked
+    points = {line.split()[0]: line for line in points.splitlines() if line.strip()}
+    assert points["auto_delta"].split()[1] == "MAP"
+    assert points["auto_laplace_approximation"].split()[1] == "Laplace"
+    assert "bad > 0.7" in " ".join(out.split())
+    html = (tmp_path / "index.html").read_text()
+    assert "compare_forest.png" in html and "compare_loss.png" in html
+    assert "not applicable" in html and "auto_normal (best ELBO)" in html
+
+
+def test_fit_progress_off_a_terminal_is_a_few_lines(capsys):
+    code, _, err = run(
+        capsys,
+        "fit",
+        "--steps",
+        "500",
+        "--tol",
+        "1e-12",
+        "--no-khat",
+        "--num-samples",
+        "10",
+    )
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert 2 <= len(lines) <= 12 and lines[-1].startswith("fit: 500/500")

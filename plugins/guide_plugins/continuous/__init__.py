@@ -43,6 +43,9 @@ _SUMMARIES = {
     "laplace_approximation() adds the inverse-Hessian covariance.",
 }
 
+# AutoLaplaceApproximation trains a point (MAP); its loss is not an ELBO.
+_OBJECTIVES = {AutoLaplaceApproximation: "laplace"}
+
 
 def _snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
@@ -59,5 +62,6 @@ def register_guides(register: Callable[[GuideSpec], None]) -> None:
                 family="continuous",
                 summary=summary,
                 capabilities=Capabilities(jit=True),
+                objective=_OBJECTIVES.get(cls, "elbo"),
             )
         )
