@@ -80,18 +80,11 @@ def _statistic_or_fallback(
 def _warn_not_finite(name: str, what: str, value: torch.Tensor, fallback: Any) -> None:
     # An infinite (HalfCauchy) or undefined (Cauchy) statistic would start the
     # guide at inf or NaN; say which site falls back (Python shows it once).
-    if fallback is None:
-        return
-    kind = "undefined (NaN)" if bool(torch.isnan(value).any()) else "infinite"
-    using = getattr(fallback, "__name__", None) or getattr(
-        getattr(fallback, "func", None), "__name__", repr(fallback)
-    )
-    warnings.warn(
-        f"init_to_{what}: the prior {what} of site {name!r} is {kind}; starting "
-        f"it with {using} instead",
-        UserWarning,
-        stacklevel=4,
-    )
+    if fallback is not None:
+        kind = "undefined (NaN)" if bool(torch.isnan(value).any()) else "infinite"
+        using = getattr(getattr(fallback, "func", fallback), "__name__", fallback)
+        msg = f"the prior {what} of site {name!r} is {kind}; starting it with {using}"
+        warnings.warn(f"init_to_{what}: {msg} instead", UserWarning, stacklevel=4)
 
 
 def _innermost_event_is_vector(fn: Any) -> bool:
