@@ -23,6 +23,7 @@ import torch
 from .. import registry
 from ..registry.checks import accepts, default_init
 from ..registry.errors import RegistryError
+from ..workflow.engines.choose import ENGINES
 from .examples import EXAMPLES
 from .inputs import UsageError, check_model, load_data, load_model
 
@@ -129,6 +130,7 @@ def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) ->
         progress=progress,
         khat=not args.no_khat,
         khat_samples=args.khat_samples,
+        engine=args.engine,
         **model_kwargs,
     )
 
@@ -158,6 +160,7 @@ def _fit_command(args: argparse.Namespace) -> int:
         f"{state} after {result.steps} steps in {result.seconds:.1f} s "
         f"({result.ms_per_step:.2f} ms/step); ELBO {_elbo(result):.3f}"
     )
+    print(f"engine {result.engine} ({result.engine_reason})")
     from ..workflow.posterior import summary
 
     table = summary(
@@ -208,9 +211,11 @@ def _compare_command(args: argparse.Namespace) -> int:
                 f"{khat:>10}",
                 f"{time.perf_counter() - start:>7.1f}",
                 f"{result.steps:>6}",
+                result.engine,
             )
         )
-    print(_table(("guide", "final ELBO", "ms/step", "k-hat", "time s", "steps"), rows))
+    header = ("guide", "final ELBO", "ms/step", "k-hat", "time s", "steps", "engine")
+    print(_table(header, rows))
     return 0
 
 
@@ -255,6 +260,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--khat-samples", type=int, default=500, help="samples for the PSIS k-hat"
     )
     parser.add_argument("--no-khat", action="store_true", help="skip the k-hat")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="how a step runs: eager (Pyro's SVI), recorded (the step's tensor "
+        "program replayed), compiled (that through torch.compile), or auto "
+        "(default: recorded when possible, compiled when it pays off)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -295,7 +295,8 @@ def fit(
 
 
 def _desc(trainer: Any) -> str:
-    return f"fit [{trainer.engine}: {trainer.reason}]"
+    text = f"{trainer.engine}: {trainer.reason}"
+    return f"fit [{text if len(text) <= 60 else text[:59] + '…'}]"
 
 
 def _khat(

@@ -31,9 +31,10 @@ def compile_pays_off(steps_left: int, recorded_ms: float) -> tuple[bool, str]:
     compile_s = _measured.get("compile", COMPILE_SECONDS)
     source = "measured" if "compile" in _measured else "estimated"
     saving_s = steps_left * recorded_ms / 1000.0 * COMPILE_SAVING
+    pays = saving_s > compile_s
     sums = (
-        f"{steps_left} steps left x {recorded_ms:.3g} ms/step recorded, at most "
-        f"{COMPILE_SAVING:.0%} saved = {saving_s:.3g} s vs a compile of "
-        f"{compile_s:.3g} s ({source})"
+        f"{saving_s:.2g} s to save {'>' if pays else '<='} {compile_s:.2g} s to "
+        f"compile ({source}; {steps_left} steps left at {recorded_ms:.3g} ms/step "
+        f"recorded, at most {COMPILE_SAVING:.0%} saved)"
     )
-    return saving_s > compile_s, sums
+    return pays, sums

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable
 
+import pyro
 import torch
 from pyro.infer import SVI
 
@@ -79,6 +80,11 @@ class RecordedTrainer:
         self.compile_seconds: list[float] = []
         self.on_change: Callable[[], None] = lambda: None
 
+    def set_inputs(self, args: tuple, kwargs: dict) -> None:
+        """Use new model arguments from the next step (a new signature records anew)."""
+        self.args, self.kwargs = args, kwargs
+        self.tensors, _ = split_args(args, kwargs)
+
     def zero_grads(self) -> None:
         """Drop every gradient (after an interrupted or failed step)."""
         zero_all_grads(self.params)
@@ -105,6 +111,10 @@ class RecordedTrainer:
         return loss
 
     def _program(self, number: int) -> StepProgram | None:
+        store = dict(pyro.get_param_store().named_parameters())
+        if any(store.get(n) is not p for n, p in self.params.items()):
+            self.params = {}  # a param was replaced: one eager step finds them again
+            return None
         key = signature(list(self.params.items()), self.args, self.kwargs)
         program = self.programs.get(key)
         if program is None:
