@@ -536,3 +536,14 @@ def test_compiled_step_is_eager_at_the_same_draws(elbo):
 @pytest.mark.slow
 def test_compiled_recovers_a_conjugate_posterior():
     _check_conjugate_posterior("compiled", 1500)
+
+
+def test_a_guide_without_params_runs_eager_and_says_so():
+    def prior_guide(y):
+        pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = fit(model, prior_guide, Y, steps=3, engine="recorded", **_quiet())
+    assert result.engine == "eager" and "no params" in result.engine_reason

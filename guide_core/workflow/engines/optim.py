@@ -97,6 +97,8 @@ class MappedOptimizer:
     def step(self, params: Sequence[torch.Tensor]) -> None:
         """Clip (per parameter, as Pyro does) and update ``params`` from ``.grad``."""
         self.add(params)
+        if self.torch_optimizer is None:
+            return  # no params yet: nothing to update
         for p in params:
             clip = self.clips.get(p)
             if clip and p.grad is not None:
@@ -104,7 +106,6 @@ class MappedOptimizer:
                     clip_grad_norm_(p, clip["clip_norm"])
                 if clip.get("clip_value") is not None:
                     clip_grad_value_(p, clip["clip_value"])
-        assert self.torch_optimizer is not None
         self.torch_optimizer.step()
         for group in self.torch_optimizer.param_groups:
             for p in group["params"]:

@@ -108,6 +108,8 @@ class RecordedTrainer:
         self.params.update(params)
         check_finite(number, loss, {n: p.grad for n, p in params.items()})
         self.optimizer.step(list(params.values()))
+        if not self.params and not self.eager:
+            self._fall_back("the step has no params to learn", warn=False)
         return loss
 
     def _program(self, number: int) -> StepProgram | None:
@@ -221,9 +223,10 @@ class RecordedTrainer:
         zero_all_grads(self.params)
         return loss, grads
 
-    def _fall_back(self, reason: str) -> None:
+    def _fall_back(self, reason: str, warn: bool = True) -> None:
         self.eager, self.engine, self.reason = True, "eager", reason
-        warnings.warn(
-            f"guide_core.fit runs eager: {reason}", RuntimeWarning, stacklevel=4
-        )
+        if warn:
+            warnings.warn(
+                f"guide_core.fit runs eager: {reason}", RuntimeWarning, stacklevel=4
+            )
         self.on_change()
