@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import warnings
 
 import pyro
@@ -29,7 +30,7 @@ from guide_core import (
 )
 from guide_core.cli import main
 from guide_core.core.seeded import first_mismatch, run_seeded
-from guide_core.workflow.engines import RecordedTrainer
+from guide_core.workflow.engines import RecordedTrainer, costs
 from guide_core.workflow.engines.costs import compile_pays_off
 from guide_core.workflow.engines.eager import eager_loss_and_grads, zero_all_grads
 from guide_core.workflow.engines.losses import recordable_loss
@@ -547,3 +548,32 @@ def test_a_guide_without_params_runs_eager_and_says_so():
         warnings.simplefilter("error", RuntimeWarning)
         result = fit(model, prior_guide, Y, steps=3, engine="recorded", **_quiet())
     assert result.engine == "eager" and "no params" in result.engine_reason
+
+
+def test_a_draw_baked_into_the_program_is_caught_by_the_check():
+    rng = random.Random(0)
+
+    def python_noise(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        shift = rng.gauss(0.0, 1.0)  # drawn in Python: a constant of the program
+        with pyro.plate("n", len(y)):
+            pyro.sample("y", dist.Normal(mu + shift, 1.0), obs=y)
+
+    with pytest.warns(RuntimeWarning, match="recorded step differs from eager"):
+        result = fit(
+            python_noise,
+            AutoNormal(python_noise),
+            Y,
+            steps=5,
+            engine="recorded",
+            **_quiet(),
+        )
+    assert result.engine == "eager" and "the loss differs" in result.engine_reason
+
+
+@pytest.mark.slow
+def test_auto_compiles_when_the_steps_pay_for_it(monkeypatch):
+    monkeypatch.setattr(costs, "_measured", {"compile": 1e-3})
+    result = fit(model, AutoNormal(model), Y, steps=50, tol=None, **_quiet())
+    assert result.engine == "compiled", result.engine_reason
+    assert "to save >" in result.engine_reason and "(measured" in result.engine_reason
