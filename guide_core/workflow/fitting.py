@@ -192,7 +192,9 @@ def fit(
         an ELBO or optimizer without an exact recorded counterpart, a step
         that differs from eager) runs eager, with a warning unless
         ``"auto"`` chose. ``FitResult.engine`` and ``engine_reason`` say
-        what ran and why.
+        what ran and why. A recorded step replays tensor operations, not
+        Python: a model whose behaviour changes with Python state between
+        steps (counters, globals, Python's ``random``) needs ``"eager"``.
     check_every : int, optional
         Also check the recorded step against eager every this many steps
         (a debugging aid; a mismatch switches to eager with a warning).
