@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed shared by both sides")
     p.add_argument("--validate", action="store_true", help="keep Pyro's validation on")
     p.add_argument("--backend", help="backend= of guides that take one (auto_gaussian)")
+    p.add_argument(
+        "--engines",
+        type=_names,
+        default=(),
+        help="guide_core.fit engines to time our guides under too, comma "
+        "separated: recorded,compiled (extra columns)",
+    )
     p.add_argument("--out", default="benchmarks/results", help="output directory")
     return p
 
@@ -53,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         validate=args.validate,
         backend=args.backend,
+        engines=args.engines,
     )
     try:
         result = run_benchmarks(config)

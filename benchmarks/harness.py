@@ -22,6 +22,8 @@ import pyro
 import pyro.infer.autoguide as pyro_autoguide
 import torch
 
+from guide_core.workflow.engines import ENGINES
+
 from .models import ModelCase, build_suite
 from .timing import Runner, SideResult, error_text, measure_floor, time_pair
 
@@ -72,6 +74,10 @@ class BenchConfig:
         ``backend=`` for guides that take one (AutoGaussian); Pyro's side gets
         the same back end when Pyro has it, else its default. ``None`` runs
         every back end the guide lists, one cell each.
+    engines : tuple of str
+        :func:`guide_core.fit` engines (``"recorded"``, ``"compiled"``, ...)
+        to time our guide under too, each a side of its own in the same
+        alternating rounds (their recording and compiling fall in warm-up).
     """
 
     guides: tuple[str, ...] | None = None
@@ -87,6 +93,7 @@ class BenchConfig:
     loss_window: int = 10
     validate: bool = False
     backend: str | None = None
+    engines: tuple[str, ...] = ()
 
     def resolved(self) -> BenchConfig:
         """Return a copy with every ``None`` count filled in."""
@@ -100,6 +107,11 @@ class BenchConfig:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if warmup < 0:
             raise ValueError(f"warmup must be non-negative, got {warmup}")
+        for engine in self.engines:
+            if engine not in ENGINES:
+                raise ValueError(
+                    f"engines must be among {', '.join(ENGINES)}, got {engine!r}"
+                )
         return replace(
             self, steps=steps, rounds=rounds, warmup=warmup, floor_repeats=floor
         )
@@ -118,6 +130,8 @@ class CellResult:
     floor_ms: float | None = None
     floor_error: str | None = None
     loss_window: int = 10
+    engines: dict[str, SideResult] = field(default_factory=dict)
+    engine_used: dict[str, str | None] = field(default_factory=dict)
 
     def _over(self, num: float | None, den: float | None) -> float | None:
         return None if num is None or den is None or den <= 0 else num / den
@@ -148,6 +162,17 @@ class CellResult:
             "floor_error": self.floor_error,
             "ours_steps_ms": self.ours.times_ms,
             "pyro_steps_ms": self.pyro.times_ms,
+            "engines": {
+                name: {
+                    "ms": side.ms_per_step,
+                    "over_pyro": self._over(side.ms_per_step, pyro_ms),
+                    "final_loss": side.final_loss(self.loss_window),
+                    "error": side.error,
+                    "ran": self.engine_used.get(name),
+                    "steps_ms": side.times_ms,
+                }
+                for name, side in self.engines.items()
+            },
         }
 
 
@@ -207,7 +232,11 @@ def run_cell(
         backend = None
     ours = Runner(ours_cls, case, seed=cfg.seed, lr=cfg.lr)
     theirs = Runner(pyro_cls, case, seed=cfg.seed, lr=cfg.lr)
-    time_pair([ours, theirs], cfg.warmup, cfg.rounds, cfg.steps)
+    extra = {
+        e: Runner(ours_cls, case, seed=cfg.seed, lr=cfg.lr, engine=e)
+        for e in cfg.engines
+    }
+    time_pair([ours, theirs, *extra.values()], cfg.warmup, cfg.rounds, cfg.steps)
     cell = CellResult(
         guide=spec.name,
         class_name=spec.class_name,
@@ -216,6 +245,8 @@ def run_cell(
         pyro=theirs.result,
         backend=backend,
         loss_window=cfg.loss_window,
+        engines={e: r.result for e, r in extra.items()},
+        engine_used={e: r.engine for e, r in extra.items()},
     )
     try:
         cell.floor_ms = statistics.median(

@@ -57,6 +57,21 @@ def _cell_text(text: str, width: int = _ERROR_WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _engine_cells(cell: dict[str, Any], engines: list[str]) -> list[str]:
+    out = []
+    for name in engines:
+        side = cell.get("engines", {}).get(name)
+        if side is None:
+            out.append("-")
+        elif side["error"]:
+            out.append(f"ERROR: {_cell_text(side['error'])}")
+        else:
+            ran = side.get("ran")
+            note = "" if ran in (None, name) else f" ({ran})"
+            out.append(f"{_ms(side['ms'])}{note}")
+    return out
+
+
 def _row(cell: dict[str, Any]) -> list[str]:
     ours = (
         f"ERROR: {_cell_text(cell['ours_error'])}"
@@ -107,6 +122,8 @@ def to_markdown(result: BenchResult) -> str:
     """Return the markdown report: a header, the table, skipped guides, errors."""
     data = to_json(result)
     m, c = data["machine"], data["config"]
+    engines = list(c.get("engines") or ())
+    columns = [*COLUMNS[:4], *(f"{e} ms/step" for e in engines), *COLUMNS[4:]]
     lines = [
         "# guide_core vs pyro.infer.autoguide",
         "",
@@ -120,14 +137,25 @@ def to_markdown(result: BenchResult) -> str:
         f"{c['warmup']} warm-up steps; ratio = ours/pyro; floor = model-only "
         f"trace + log_prob_sum + backward; final loss = mean of the last "
         f"{c['loss_window']} losses{' (quick sizes)' if c['quick'] else ''}. "
-        "Ratios come from this one run and are never asserted on.",
+        "Ratios come from this one run and are never asserted on."
+        + (
+            f" The {', '.join(engines)} columns are our guide stepped by that "
+            "guide_core.fit engine (the engine that ran, if another, in brackets)."
+            if engines
+            else ""
+        ),
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * (len(COLUMNS) - 2)) + "|",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(columns) - 2)) + "|",
     ]
-    lines += ["| " + " | ".join(_row(cell)) + " |" for cell in data["cells"]]
+    for cell in data["cells"]:
+        row = _row(cell)
+        row = [*row[:4], *_engine_cells(cell, engines), *row[4:]]
+        lines.append("| " + " | ".join(row) + " |")
     if not data["cells"]:
-        lines.append("| " + " | ".join(["(no cells)"] + [""] * 9) + " |")
+        lines.append(
+            "| " + " | ".join(["(no cells)"] + [""] * (len(columns) - 1)) + " |"
+        )
     if data["skipped"]:
         lines += ["", "Skipped guides:", ""]
         lines += [f"- `{name}`: {why}" for name, why in data["skipped"].items()]

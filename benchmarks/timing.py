@@ -37,6 +37,8 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 from pyro.poutine.util import site_is_subsample
 
+from guide_core.workflow.engines import make_trainer
+
 from .isolation import Slot
 from .models import ModelCase
 
@@ -120,6 +122,10 @@ class Runner:
         Seed of the runner's RNG stream.
     lr : float
         Adam learning rate.
+    engine : str or None
+        ``None``: ``SVI.step``. Else a :func:`guide_core.fit` engine
+        (``"eager"``, ``"recorded"``, ``"compiled"``, ``"auto"``) steps it; its
+        first steps record (and compile), so give it warm-up steps.
     """
 
     def __init__(
@@ -128,17 +134,37 @@ class Runner:
         case: ModelCase,
         seed: int = 0,
         lr: float = 0.01,
+        engine: str | None = None,
     ) -> None:
         self.case = case
         self.slot = Slot(seed)
         self.result = SideResult()
         self.svi: SVI | None = None
+        self.trainer: Any = None
+        self._number = 0
         with self.slot.active():
             try:
                 guide = build_guide(case.model)
-                self.svi = SVI(case.model, guide, Adam({"lr": lr}), Trace_ELBO())
+                elbo = Trace_ELBO()
+                self.svi = SVI(case.model, guide, Adam({"lr": lr}), elbo)
+                if engine is not None:
+                    self.trainer = make_trainer(
+                        engine, self.svi, elbo, case.args, {}, steps=10**6
+                    )
             except Exception as exc:  # noqa: BLE001 - reported in the cell
                 self.result.error = error_text(exc)
+
+    @property
+    def engine(self) -> str | None:
+        """The engine that ran the last step (None for plain ``SVI.step``)."""
+        return None if self.trainer is None else self.trainer.engine
+
+    def _step(self, args: tuple) -> float:
+        if self.trainer is None:
+            assert self.svi is not None
+            return self.svi.step(*args)
+        self._number += 1
+        return self.trainer.step(self._number)
 
     @property
     def ok(self) -> bool:
@@ -154,7 +180,7 @@ class Runner:
             try:
                 for _ in range(n):
                     start = time.perf_counter()
-                    loss = self.svi.step(*args)
+                    loss = self._step(args)
                     _sync()
                     elapsed = time.perf_counter() - start
                     self.result.losses.append(float(loss))

@@ -254,3 +254,21 @@ def test_every_back_end_gets_its_own_cell(tmp_path: Path) -> None:
                  "--steps", "1", "--rounds", "1", "--backend", "sparse",
                  "--out", str(tmp_path)]) == 0  # fmt: skip
     assert "| auto_gaussian (sparse) | tiny |" in (tmp_path / "bench.md").read_text()
+
+
+def test_engine_columns_time_our_guide_under_fit_engines(tmp_path: Path) -> None:
+    argv = ["--quick", "--guides", "auto_normal", "--models", "tiny", "--steps", "2"]
+    argv += ["--rounds", "1", "--warmup", "3", "--engines", "recorded,eager"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    (cell,) = data["cells"]
+    for engine in ("recorded", "eager"):
+        side = cell["engines"][engine]
+        assert side["error"] is None and side["ran"] == engine
+        assert _finite_positive(side["ms"]) and len(side["steps_ms"]) == 2
+        # the same seed and optimizer settings: the same losses as SVI.step
+        assert side["final_loss"] == pytest.approx(cell["final_loss_ours"], rel=1e-4)
+    md = (tmp_path / "bench.md").read_text()
+    assert "| recorded ms/step | eager ms/step | ratio |" in md
+    with pytest.raises(ValueError, match="engines must be among"):
+        BenchConfig(engines=("fast",)).resolved()

@@ -24,6 +24,7 @@ from .. import registry
 from ..registry.checks import accepts, default_init
 from ..registry.errors import RegistryError
 from ..workflow.comparison import Comparison
+from ..workflow.engines.choose import ENGINES
 from .examples import EXAMPLES
 from .inputs import UsageError, check_model, load_data, load_model
 from .reporting import add_report_option, check_report, compare_report, fit_report
@@ -131,6 +132,7 @@ def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) ->
         progress=progress,
         khat=not args.no_khat,
         khat_samples=args.khat_samples,
+        engine=args.engine,
         **model_kwargs,
     )
 
@@ -161,6 +163,7 @@ def _fit_command(args: argparse.Namespace) -> int:
         f"{state} after {result.steps} steps in {result.seconds:.1f} s "
         f"({result.ms_per_step:.2f} ms/step); ELBO {_elbo(result):.3f}"
     )
+    print(f"engine {result.engine} ({result.engine_reason})")
     from ..workflow.posterior import summary
 
     table = summary(
@@ -222,6 +225,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--khat-samples", type=int, default=500, help="samples for the PSIS k-hat"
     )
     parser.add_argument("--no-khat", action="store_true", help="skip the k-hat")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="how a step runs: eager (Pyro's SVI), recorded (the step's tensor "
+        "program replayed), compiled (that through torch.compile), or auto "
+        "(default: recorded when possible, compiled when it pays off)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -231,7 +231,7 @@ class Comparison:
         return "\n".join(out)
 
 
-_TAIL = ("ms/step", "k-hat", "time s", "steps")
+_TAIL = ("ms/step", "k-hat", "time s", "steps", "engine")
 
 
 def khat_cell(result: FitResult | None) -> str:
@@ -252,6 +252,7 @@ def _cells(entry: Entry, value: str, *before: str) -> tuple[str, ...]:
         khat_cell(result),
         f"{entry.seconds:.1f}",
         f"{result.steps}",
+        result.engine,
     )
 
 

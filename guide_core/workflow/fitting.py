@@ -20,10 +20,10 @@ import attrs
 import pyro
 import pyro.optim
 import torch
-from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO
 
 from .diagnostics import MIN_SAMPLES, KHat, find_nonfinite, psis_khat
+from .engines import BadStep, check_engine, make_trainer
 from .progress import progress_bar
 
 __all__ = ["FitResult", "NonFiniteLossError", "fit"]
@@ -74,6 +74,12 @@ class FitResult:
         Milliseconds per step.
     khat : KHat or None
         The PSIS k-hat of the fitted guide, if it was computed.
+    engine : str
+        The engine that ran the last step: ``"eager"``, ``"recorded"`` or
+        ``"compiled"``.
+    engine_reason : str
+        Why that engine (for ``"auto"``, the sums; for a fallback to eager,
+        what could not be recorded or differed from eager).
     """
 
     guide: Any = attrs.field(repr=lambda g: type(g).__name__)
@@ -84,6 +90,8 @@ class FitResult:
     seconds: float
     ms_per_step: float
     khat: KHat | None = None
+    engine: str = "eager"
+    engine_reason: str = ""
 
 
 def _check_int(name: str, value: Any, minimum: int, example: str) -> int:
@@ -121,48 +129,6 @@ def _relative_change(losses: list[float], window: int) -> float:
     return abs(current - previous) / scale if scale > 0 else 0.0
 
 
-class _Trainer:
-    """One SVI step at a time, checking the loss and gradients before updating."""
-
-    def __init__(self, svi: SVI, args: tuple, kwargs: dict):
-        self.svi, self.args, self.kwargs = svi, args, kwargs
-        self.params: dict[str, torch.Tensor] = {}
-
-    def zero_grads(self) -> None:
-        for p in self.params.values():
-            p.grad = None
-        for _, p in pyro.get_param_store().named_parameters():
-            p.grad = None
-
-    def step(self, number: int) -> float:
-        svi = self.svi
-        with poutine.trace(param_only=True) as capture:
-            loss = svi.loss_and_grads(svi.model, svi.guide, *self.args, **self.kwargs)
-        params = {
-            name: site["value"].unconstrained()
-            for name, site in capture.trace.nodes.items()
-        }
-        self.params.update(params)
-        loss = float(loss)
-        if not math.isfinite(loss):
-            raise _Bad(number, f"loss is {loss}")
-        grads = [p.grad for p in params.values() if p.grad is not None]
-        if grads and not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
-            names = [n for n, p in params.items() if p.grad is not None]
-            bad = [n for n, g in zip(names, grads) if not bool(g.isfinite().all())]
-            raise _Bad(number, f"the gradient of parameter {bad[0]!r} is not finite")
-        svi.optim(params.values())
-        for p in params.values():
-            p.grad = None
-        return loss
-
-
-class _Bad(Exception):
-    def __init__(self, step: int, what: str):
-        super().__init__(what)
-        self.step, self.what = step, what
-
-
 def fit(
     model: Callable,
     guide: Callable,
@@ -176,6 +142,8 @@ def fit(
     khat: bool = True,
     khat_samples: int = 500,
     seed: int | None = None,
+    engine: str = "auto",
+    check_every: int | None = None,
     **kwargs: Any,
 ) -> FitResult:
     """Fit ``guide`` to ``model`` by stochastic variational inference.
@@ -212,6 +180,25 @@ def fit(
         Draws for the k-hat (at least 50).
     seed : int, optional
         Seed Pyro's random number generators first.
+    engine : {"auto", "eager", "recorded", "compiled"}
+        How a step runs. ``"eager"``: Pyro's ``SVI`` step. ``"recorded"``:
+        the whole step (draws, densities, ELBO, gradients) captured once per
+        signature of the inputs (shapes, dtypes, devices, params) as a tensor
+        program, checked against eager on the same draws, then replayed, with
+        one torch optimizer doing ``optim``'s update of every param (the
+        params stay in Pyro's param store; ``optim`` itself is not stepped).
+        ``"compiled"``: that program through ``torch.compile``. ``"auto"``:
+        recorded when possible, compiled when the planned steps pay for the
+        compile. What cannot be recorded (a model that reads tensor values,
+        an ELBO or optimizer without an exact recorded counterpart, a step
+        that differs from eager) runs eager, with a warning unless
+        ``"auto"`` chose. ``FitResult.engine`` and ``engine_reason`` say
+        what ran and why. A recorded step replays tensor operations, not
+        Python: a model whose behaviour changes with Python state between
+        steps (counters, globals, Python's ``random``) needs ``"eager"``.
+    check_every : int, optional
+        Also check the recorded step against eager every this many steps
+        (a debugging aid; a mismatch switches to eager with a warning).
 
     Returns
     -------
@@ -240,16 +227,22 @@ def fit(
             raise ValueError(
                 f"'tol' must be a positive float such as 1e-4, or None: {tol!r}"
             )
+    engine = check_engine(engine)
+    if check_every is not None:
+        check_every = _check_int("check_every", check_every, 1, "100")
     if seed is not None:
         pyro.set_rng_seed(seed)
     loss = Trace_ELBO() if loss is None else loss
     svi = SVI(model, guide, _check_optim(optim), loss)
-    trainer = _Trainer(svi, args, kwargs)
+    trainer = make_trainer(
+        engine, svi, loss, args, kwargs, steps=steps, check_every=check_every
+    )
     buffer_size = max(2, steps // (10 * window))
     losses: list[float] = []
     changes: list[float] = []
     converged = interrupted = False
-    bar = progress_bar(total=steps, enabled=progress, desc="fit")
+    bar = progress_bar(total=steps, enabled=progress, desc=_desc(trainer))
+    trainer.on_change = lambda: bar.set_description_str(_desc(trainer), refresh=False)
     start = time.perf_counter()
     try:
         for number in range(1, steps + 1):
@@ -271,7 +264,7 @@ def fit(
     except KeyboardInterrupt:
         interrupted = True
         trainer.zero_grads()
-    except _Bad as bad:
+    except BadStep as bad:
         trainer.zero_grads()
         bar.close()
         _raise_nonfinite(bad, model, guide, args, kwargs, rng, len(losses))
@@ -292,12 +285,19 @@ def fit(
         interrupted=interrupted,
         seconds=seconds,
         ms_per_step=1000.0 * seconds / done if done else math.nan,
+        engine=trainer.engine,
+        engine_reason=trainer.reason,
     )
     if khat and not interrupted and done:
         result = attrs.evolve(
             result, khat=_khat(model, guide, args, kwargs, khat_samples)
         )
     return result
+
+
+def _desc(trainer: Any) -> str:
+    text = f"{trainer.engine}: {trainer.reason}"
+    return f"fit [{text if len(text) <= 60 else text[:59] + '…'}]"
 
 
 def _khat(
@@ -317,7 +317,7 @@ def _khat(
 
 
 def _raise_nonfinite(
-    bad: _Bad,
+    bad: BadStep,
     model: Callable,
     guide: Callable,
     args: tuple,

@@ -26,6 +26,9 @@ class Progress(Protocol):
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> Any:
         """Show ``s`` (e.g. the smoothed loss) after the count."""
 
+    def set_description_str(self, s: str = "", refresh: bool = True) -> Any:
+        """Change the label (e.g. when the engine changes)."""
+
     def close(self) -> Any:
         """Finish the display."""
 
@@ -77,6 +80,10 @@ class LineProgress:
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
         """Keep ``s`` for the next line."""
         self.postfix = s
+
+    def set_description_str(self, s: str = "", refresh: bool = True) -> None:
+        """Use ``s`` as the label from the next line on."""
+        self.desc = s
 
     def close(self) -> None:
         """Write the last line, unless the last one already said it all."""

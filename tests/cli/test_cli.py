@@ -267,4 +267,5 @@ def test_fit_progress_off_a_terminal_is_a_few_lines(capsys):
     )
     assert code == 0
     lines = err.strip().splitlines()
-    assert 2 <= len(lines) <= 12 and lines[-1].startswith("fit: 500/500")
+    assert 2 <= len(lines) <= 12 and lines[-1].startswith("fit [")  # the engine
+    assert ": 500/500 steps" in lines[-1]

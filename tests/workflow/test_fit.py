@@ -22,6 +22,7 @@ from guide_core import (
     fit,
     init_to_feasible,
 )
+from guide_core.workflow.engines import EagerTrainer, RecordedTrainer
 
 # ``guide_core.fit`` is the function; the module is reached through importlib.
 fit_module = importlib.import_module("guide_core.workflow.fitting")
@@ -44,6 +45,12 @@ def _quiet(**kwargs):
     return {"progress": False, "khat": False, **kwargs}
 
 
+# Models that keep Python state (call counters) are fitted eager here: a
+# recorded step replays tensors, not Python (tests/workflow/test_engines.py
+# checks the same rules on the recorded engine).
+EAGER = {"engine": "eager"}
+
+
 def test_same_steps_as_a_hand_written_svi_loop():
     pyro.set_rng_seed(0)
     guide = AutoNormal(model)
@@ -63,7 +70,7 @@ def test_same_steps_as_a_hand_written_svi_loop():
         optim=pyro.optim.Adam({"lr": 0.02}),
         steps=30,
         tol=None,
-        **_quiet(),
+        **_quiet(**EAGER),
     )
     assert isinstance(result, FitResult) and result.guide is guide
     assert result.losses == tuple(expected)
@@ -198,7 +205,12 @@ def _params_after(steps: int) -> dict[str, torch.Tensor]:
     pyro.clear_param_store()
     state = {"calls": 0, "at": 10**9}
     fit(
-        poisoned(state), AutoNormal(poisoned(state)), Y, steps=steps, seed=0, **_quiet()
+        poisoned(state),
+        AutoNormal(poisoned(state)),
+        Y,
+        steps=steps,
+        seed=0,
+        **_quiet(**EAGER),
     )
     params = _params()
     pyro.clear_param_store()
@@ -211,7 +223,7 @@ def test_nan_loss_names_the_step_and_site_and_keeps_the_params():
     state = {"calls": 0, "at": 5}  # call 1 is the prototype: step k is call k + 1
     fn = poisoned(state)
     with pytest.raises(NonFiniteLossError) as info:
-        fit(fn, AutoNormal(fn), Y, steps=50, seed=0, **_quiet())
+        fit(fn, AutoNormal(fn), Y, steps=50, seed=0, **_quiet(**EAGER))
     message = str(info.value)
     assert "loss is nan at step 5" in message
     assert "site 'y' in the model has a nan log_prob" in message
@@ -241,7 +253,7 @@ def test_ctrl_c_keeps_what_was_learned():
     expected = _params_after(6)
     state = {"calls": 0, "at": 10**9, "interrupt_at": 8}  # during step 7
     fn = poisoned(state)
-    result = fit(fn, AutoNormal(fn), Y, steps=50, seed=0, progress=False)
+    result = fit(fn, AutoNormal(fn), Y, steps=50, seed=0, progress=False, **EAGER)
     assert result.interrupted and not result.converged
     assert result.steps == 6 and len(result.losses) == 6 and result.khat is None
     for name, value in _params().items():
@@ -251,17 +263,21 @@ def test_ctrl_c_keeps_what_was_learned():
     assert more.steps == 3 and not more.interrupted
 
 
-def test_ctrl_c_from_a_monkeypatched_step(monkeypatch):
-    real_step = fit_module._Trainer.step
+@pytest.mark.parametrize(
+    "engine, trainer", [("eager", EagerTrainer), ("recorded", RecordedTrainer)]
+)
+def test_ctrl_c_from_a_monkeypatched_step(monkeypatch, engine, trainer):
+    real_step = trainer.step
 
     def step(self, number):
         if number == 4:
             raise KeyboardInterrupt
         return real_step(self, number)
 
-    monkeypatch.setattr(fit_module._Trainer, "step", step)
-    result = fit(model, AutoNormal(model), Y, steps=20, progress=False)
+    monkeypatch.setattr(trainer, "step", step)
+    result = fit(model, AutoNormal(model), Y, steps=20, progress=False, engine=engine)
     assert result.interrupted and result.steps == 3 and result.khat is None
+    assert result.engine == engine
 
 
 def test_other_errors_say_at_which_step():
@@ -274,7 +290,7 @@ def test_other_errors_say_at_which_step():
         model(y)
 
     with pytest.raises(RuntimeError, match="model broke") as info:
-        fit(failing, AutoNormal(failing), Y, steps=10, **_quiet())
+        fit(failing, AutoNormal(failing), Y, steps=10, **_quiet(**EAGER))
     if hasattr(info.value, "__notes__"):
         assert "(raised by guide_core.fit at step 3)" in info.value.__notes__
     assert all(p.grad is None for _, p in pyro.get_param_store().named_parameters())

@@ -217,7 +217,8 @@ def test_fit_writes_a_bounded_number_of_lines_when_not_a_terminal(capsys):
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert 2 <= len(lines) <= 12, err
-    assert "\r" not in err and lines[-1].startswith("fit: 500/500 steps (100%)")
+    assert "\r" not in err and lines[-1].startswith("fit [")  # the engine
+    assert ": 500/500 steps (100%)" in lines[-1]
 
 
 def test_line_progress_also_writes_every_interval():

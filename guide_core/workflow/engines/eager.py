@@ -1,0 +1,88 @@
+"""The eager engine: Pyro's own step, checked before the update.
+
+Each step runs the ELBO's ``loss_and_grads`` (the guide's draws, the model's
+density, the backward pass, all by Pyro), checks the loss and every gradient
+for NaN or infinity, and only then lets the optimizer update.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import SVI
+
+__all__ = ["BadStep", "EagerTrainer", "check_finite", "eager_loss_and_grads"]
+
+
+class BadStep(Exception):
+    """A step's loss or a gradient is not finite; the step was not applied."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(what)
+        self.step, self.what = step, what
+
+
+def check_finite(
+    number: int, loss: float, named_grads: dict[str, torch.Tensor | None]
+) -> None:
+    """Raise :class:`BadStep` naming the first non-finite loss or gradient."""
+    if not math.isfinite(loss):
+        raise BadStep(number, f"loss is {loss}")
+    grads = [(n, g) for n, g in named_grads.items() if g is not None]
+    if grads and not bool(torch.stack([g.isfinite().all() for _, g in grads]).all()):
+        bad = [n for n, g in grads if not bool(g.isfinite().all())]
+        raise BadStep(number, f"the gradient of parameter {bad[0]!r} is not finite")
+
+
+def eager_loss_and_grads(
+    svi: SVI, args: tuple, kwargs: dict
+) -> tuple[float, dict[str, torch.Tensor]]:
+    """Run Pyro's ``loss_and_grads``; return the loss and the params it used.
+
+    The gradients are left in each param's ``.grad``.
+    """
+    with poutine.trace(param_only=True) as capture:
+        loss = svi.loss_and_grads(svi.model, svi.guide, *args, **kwargs)
+    params = {
+        name: site["value"].unconstrained()
+        for name, site in capture.trace.nodes.items()
+    }
+    return float(loss), params
+
+
+def zero_all_grads(params: dict[str, torch.Tensor]) -> None:
+    """Drop the gradients of ``params`` and of every param in the store."""
+    for p in params.values():
+        p.grad = None
+    for _, p in pyro.get_param_store().named_parameters():
+        p.grad = None
+
+
+class EagerTrainer:
+    """One Pyro ``SVI`` step at a time, checking the loss and gradients first."""
+
+    engine = "eager"
+
+    def __init__(self, svi: SVI, args: tuple, kwargs: dict, reason: str):
+        self.svi, self.args, self.kwargs = svi, args, kwargs
+        self.reason = reason
+        self.params: dict[str, torch.Tensor] = {}
+        self.on_change: Callable[[], None] = lambda: None
+
+    def zero_grads(self) -> None:
+        """Drop every gradient (after an interrupted or failed step)."""
+        zero_all_grads(self.params)
+
+    def step(self, number: int) -> float:
+        """Run step ``number``; return its loss."""
+        loss, params = eager_loss_and_grads(self.svi, self.args, self.kwargs)
+        self.params.update(params)
+        check_finite(number, loss, {n: p.grad for n, p in params.items()})
+        self.svi.optim(params.values())
+        for p in params.values():
+            p.grad = None
+        return loss

@@ -1,0 +1,152 @@
+"""One torch optimizer over all parameters, with a ``pyro.optim`` optimizer's settings.
+
+``pyro.optim`` keeps one torch optimizer per parameter. For the element-wise
+optimizers (Adam, SGD, ...) one optimizer whose parameter groups carry the
+same settings is the same computation, done by a few multi-tensor
+(``foreach``) kernels instead of one call per tensor. :func:`map_optimizer`
+makes it exactly when it is exact, and refuses with a reason otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pyro
+import pyro.optim
+import torch
+from pyro.optim.clipped_adam import ClippedAdam
+from pyro.optim.lr_scheduler import PyroLRScheduler
+from torch.nn.utils import clip_grad_norm_, clip_grad_value_
+
+__all__ = ["MappedOptimizer", "NotMappable", "map_optimizer"]
+
+# torch optimizers whose update of a parameter reads only that parameter's
+# gradient and state: one optimizer with per-parameter groups is exact.
+_ELEMENTWISE = (
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.SGD,
+    torch.optim.Adagrad,
+    torch.optim.RMSprop,
+    torch.optim.Adamax,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    torch.optim.Adadelta,
+    torch.optim.Rprop,
+)
+_NO_FOREACH = (ClippedAdam,)
+
+
+class NotMappable(RuntimeError):
+    """The Pyro optimizer has no exact one-optimizer counterpart (run eager)."""
+
+
+def _frozen(args: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in args.items()))
+
+
+class MappedOptimizer:
+    """A torch optimizer over every parameter, grouped by identical settings.
+
+    Parameters
+    ----------
+    optim : pyro.optim.PyroOptim
+        The Pyro optimizer whose constructor, arguments (a dict, or a callable
+        called per parameter exactly as Pyro calls it) and ``clip_args`` are
+        used.
+    """
+
+    def __init__(self, optim: pyro.optim.PyroOptim):
+        self.optim = optim
+        self.constructor = optim.pt_optim_constructor
+        self.torch_optimizer: torch.optim.Optimizer | None = None
+        self.clips: dict[torch.Tensor, dict] = {}
+        self._known: set[int] = set()
+
+    def add(self, params: Iterable[torch.Tensor]) -> None:
+        """Give the optimizer the parameters it has not seen yet.
+
+        New parameters start their own groups (fresh settings and state), as a
+        new parameter gets a fresh optimizer in ``pyro.optim``.
+        """
+        new = [p for p in params if id(p) not in self._known]
+        if not new:
+            return
+        groups: dict[tuple, dict] = {}
+        for p in new:
+            self._known.add(id(p))
+            args = dict(self.optim._get_optim_args(p))
+            clip = self.optim._get_grad_clip_args(p)
+            if clip:
+                self.clips[p] = dict(clip)
+            group = groups.setdefault(_frozen(args), {"params": [], **args})
+            group["params"].append(p)
+        if self.torch_optimizer is None:
+            first, *rest = groups.values()
+            extra = {}
+            if self.constructor not in _NO_FOREACH and "foreach" not in first:
+                extra["foreach"] = True
+            self.torch_optimizer = self.constructor([first], **extra)
+            groups_left = rest
+        else:
+            groups_left = list(groups.values())
+        for group in groups_left:
+            self.torch_optimizer.add_param_group(group)
+
+    def step(self, params: Sequence[torch.Tensor]) -> None:
+        """Clip (per parameter, as Pyro does) and update ``params`` from ``.grad``."""
+        self.add(params)
+        if self.torch_optimizer is None:
+            return  # no params yet: nothing to update
+        for p in params:
+            clip = self.clips.get(p)
+            if clip and p.grad is not None:
+                if clip.get("clip_norm") is not None:
+                    clip_grad_norm_(p, clip["clip_norm"])
+                if clip.get("clip_value") is not None:
+                    clip_grad_value_(p, clip["clip_value"])
+        self.torch_optimizer.step()
+        for group in self.torch_optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+
+def map_optimizer(optim: Any) -> MappedOptimizer:
+    """Return the one-optimizer counterpart of a ``pyro.optim`` optimizer.
+
+    Parameters
+    ----------
+    optim : pyro.optim.PyroOptim
+        Such as ``pyro.optim.Adam({"lr": 0.01})`` or ``ClippedAdam``.
+
+    Returns
+    -------
+    MappedOptimizer
+
+    Raises
+    ------
+    NotMappable
+        For learning-rate schedulers, optimizers that are not element-wise
+        (or not known to be), and optimizers that already hold state (a
+        resumed fit), each with the reason.
+    """
+    if isinstance(optim, PyroLRScheduler):
+        raise NotMappable(
+            "a pyro.optim learning-rate scheduler steps one scheduler per "
+            "parameter; it is left to Pyro"
+        )
+    constructor = getattr(optim, "pt_optim_constructor", None)
+    if constructor not in (*_ELEMENTWISE, *_NO_FOREACH):
+        name = getattr(constructor, "__name__", repr(constructor))
+        raise NotMappable(
+            f"the optimizer {name} has no exact one-optimizer counterpart here "
+            "(known: Adam, AdamW, SGD, Adagrad, RMSprop, Adamax, NAdam, RAdam, "
+            "Adadelta, Rprop, ClippedAdam)"
+        )
+    if optim.optim_objs or optim._state_waiting_to_be_consumed:
+        raise NotMappable(
+            "the optimizer already holds per-parameter state (a resumed fit); "
+            "it is left to Pyro so that state is kept"
+        )
+    return MappedOptimizer(optim)

@@ -1,0 +1,196 @@
+"""Capture one SVI step as a tensor program, and replay it.
+
+The step is the function ``(params..., tensor args...) -> (loss, grads...)``:
+the guide's draws, the model's log density, the ELBO and its gradients. It is
+captured once by :func:`torch.fx.experimental.proxy_tensor.make_fx`, at the
+level of aten operations, backward pass included; the random draws are
+operations of the program (``aten.normal_``, ``aten.randperm``, ...), so
+every replay draws afresh. The parameters are the param store's own tensors,
+passed in (never copied), so they stay in Pyro's param store under Pyro's
+names. A program holds for one :func:`signature` of its inputs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from .losses import LossFn, NotRecordable
+
+__all__ = ["StepProgram", "record", "signature", "split_args"]
+
+_OWN = tuple(
+    os.path.dirname(m.__file__)
+    for m in (torch, pyro)
+    if getattr(m, "__file__", None) is not None
+) + (os.path.dirname(os.path.dirname(os.path.dirname(__file__))),)
+
+
+def _describe(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), value.dtype, value.device)
+    if isinstance(value, (tuple, list)):
+        return (type(value).__name__, tuple(_describe(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _describe(v)) for k, v in sorted(value.items())))
+    try:
+        hash(value)
+    except TypeError:
+        return ("object", id(value))
+    return ("value", type(value).__name__, value)
+
+
+def signature(params: Sequence[tuple[str, torch.Tensor]], args: tuple, kwargs: dict):
+    """What a program assumed: shapes, dtypes and devices of the inputs.
+
+    Parameters
+    ----------
+    params : sequence of (str, torch.Tensor)
+        The param store's names and unconstrained tensors the step uses.
+    args, kwargs :
+        The model's arguments: tensors by shape, dtype and device, other
+        values by value (by identity if they are not hashable).
+
+    Returns
+    -------
+    tuple
+        Hashable; a program is replayed only on an equal signature.
+    """
+    return (
+        tuple((n, id(p), tuple(p.shape), p.dtype, p.device) for n, p in params),
+        _describe(args),
+        _describe(kwargs),
+    )
+
+
+def split_args(args: tuple, kwargs: dict) -> tuple[list[torch.Tensor], Callable]:
+    """The tensors among the top-level arguments, and how to put them back."""
+    slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    keys = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+    tensors = [args[i] for i in slots] + [kwargs[k] for k in keys]
+
+    def rebuild(values: Sequence[torch.Tensor]) -> tuple[tuple, dict]:
+        new_args, new_kwargs = list(args), dict(kwargs)
+        for i, v in zip(slots, values):
+            new_args[i] = v
+        for k, v in zip(keys, values[len(slots) :]):
+            new_kwargs[k] = v
+        return tuple(new_args), new_kwargs
+
+    return tensors, rebuild
+
+
+def _user_line(exc: BaseException) -> str:
+    """The innermost frame of the traceback outside torch, pyro and guide_core."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if not frame.filename.startswith(_OWN):
+            return f"{frame.filename}:{frame.lineno} ({frame.name}: {frame.line})"
+    last = frames[-1] if frames else None
+    return f"{last.filename}:{last.lineno}" if last else "an unknown line"
+
+
+class StepProgram:
+    """A recorded step: call it with the params and the tensor args.
+
+    Attributes
+    ----------
+    graph : torch.fx.GraphModule
+        The captured aten program.
+    used : tuple of bool
+        Which params got a gradient (the others keep ``grad = None``, as
+        under Pyro's ``SVI``).
+    compiled : bool
+        Whether calls go through ``torch.compile``.
+    """
+
+    def __init__(self, graph: torch.fx.GraphModule, used: tuple[bool, ...]):
+        self.graph, self.used, self.compiled = graph, used, False
+        self._run: Callable = graph
+
+    def compile(self) -> None:
+        """Route calls through ``torch.compile`` (inductor); the first call compiles.
+
+        Random operations keep torch's own generator (``fallback_random``),
+        so the compiled program draws what the recorded one draws.
+        """
+        self._run = torch.compile(
+            self.graph, fullgraph=True, dynamic=False, options={"fallback_random": True}
+        )
+        self.compiled = True
+
+    def uncompile(self) -> None:
+        """Route calls back to the recorded program."""
+        self._run, self.compiled = self.graph, False
+
+    def __call__(
+        self, params: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """Run the step: the loss and one gradient per param (None if unused)."""
+        with torch.no_grad():
+            out = self._run(*params, *tensors)
+        grads = iter(out[1:])
+        return out[0], [next(grads) if u else None for u in self.used]
+
+
+def record(
+    loss_fn: LossFn,
+    model: Callable,
+    guide: Callable,
+    params: Sequence[tuple[str, torch.Tensor]],
+    args: tuple,
+    kwargs: dict,
+) -> tuple[StepProgram, float]:
+    """Capture one step of ``loss_fn``; return the program and the seconds taken.
+
+    The capture runs the step once for real (with validation off: its checks
+    read values); the caller forks the random state around it.
+
+    Raises
+    ------
+    NotRecordable
+        When the step reads a tensor's value into Python (``.item()``,
+        data-dependent control flow, a data-dependent shape), uses params it
+        was not given, or fails under capture; the message names the line.
+    """
+    names = [n for n, _ in params]
+    leaves = [p for _, p in params]
+    tensors, rebuild = split_args(args, kwargs)
+    used: list[bool] = []
+    seen: set[str] = set()
+
+    def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ps = list(flat[: len(leaves)])
+        new_args, new_kwargs = rebuild(flat[len(leaves) :])
+        with poutine.trace(param_only=True) as capture:
+            loss = loss_fn(model, guide, new_args, new_kwargs)
+        seen.update(capture.trace.nodes)
+        if not torch.is_tensor(loss) or not loss.requires_grad:
+            raise NotRecordable("the loss does not depend on any parameter")
+        grads = torch.autograd.grad(loss, ps, allow_unused=True)
+        used[:] = [g is not None for g in grads]
+        return (loss.detach(), *(g for g in grads if g is not None))
+
+    start = time.perf_counter()
+    try:
+        with pyro.validation_enabled(False):
+            graph = make_fx(step)(*leaves, *tensors)
+    except NotRecordable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any capture failure means eager
+        what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "value out of a tracing tensor" in what or "data-dependent" in what:
+            what = "it reads a tensor's value into Python"
+        raise NotRecordable(f"{what} at {_user_line(exc)}") from exc
+    extra = sorted(seen - set(names))
+    if extra:
+        raise NotRecordable(f"the step uses params it was not given: {extra}")
+    return StepProgram(graph, tuple(used)), time.perf_counter() - start

@@ -1,0 +1,232 @@
+"""The recorded and compiled engines: capture, check, replay.
+
+Step 1 runs eager (it creates the guide's params and Pyro's set-up). Then,
+for each :func:`~.program.signature` of the inputs, the step is captured
+once, checked against Pyro's own step on the same draws from two seeds (so
+that draws baked into the program as constants would be caught), and
+replayed from then on; ``"compiled"`` routes it through ``torch.compile``.
+Whatever cannot be recorded or fails the check runs eager from then on,
+with one warning that says why. Every step's update goes through one
+:class:`~.optim.MappedOptimizer`, eager or not, so the optimizer's state
+carries over.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+
+import pyro
+import torch
+from pyro.infer import SVI
+
+from ...core.seeded import first_mismatch, run_seeded
+from .costs import compile_pays_off, note_compile_seconds
+from .eager import check_finite, eager_loss_and_grads, zero_all_grads
+from .losses import LossFn, NotRecordable
+from .optim import MappedOptimizer
+from .program import StepProgram, record, signature, split_args
+
+__all__ = ["MAX_PROGRAMS", "RecordedTrainer"]
+
+MAX_PROGRAMS = 8  # signatures recorded in one fit before it runs eager
+_SEEDS = (0x5EED, 0xC0FFEE)
+
+
+class RecordedTrainer:
+    """Steps through a recorded (or compiled) program, eager where it must.
+
+    Parameters
+    ----------
+    svi : pyro.infer.SVI
+        The model, guide and ELBO (its optimizer is not used).
+    args, kwargs :
+        The model's arguments.
+    loss_fn : callable
+        The ELBO's loss without value reads (see :mod:`.losses`).
+    optimizer : MappedOptimizer
+        The one optimizer over every param.
+    mode : {"recorded", "compiled", "auto"}
+        ``"auto"`` compiles when :func:`~.choose.compile_pays_off`.
+    steps : int
+        The planned steps (for ``"auto"``).
+    check_every : int or None
+        Also check the program against eager every this many steps.
+    """
+
+    def __init__(
+        self,
+        svi: SVI,
+        args: tuple,
+        kwargs: dict,
+        *,
+        loss_fn: LossFn,
+        optimizer: MappedOptimizer,
+        mode: str,
+        steps: int,
+        check_every: int | None = None,
+    ):
+        self.svi, self.args, self.kwargs = svi, args, kwargs
+        self.loss_fn, self.optimizer, self.mode = loss_fn, optimizer, mode
+        self.steps, self.check_every = steps, check_every
+        self.params: dict[str, torch.Tensor] = {}
+        self.programs: dict[tuple, StepProgram] = {}
+        self.tensors, _ = split_args(args, kwargs)
+        self.engine = "compiled" if mode == "compiled" else "recorded"
+        self.reason = "asked for" if mode != "auto" else "auto: recordable"
+        self.eager = False
+        self.record_seconds: list[float] = []
+        self.compile_seconds: list[float] = []
+        self.on_change: Callable[[], None] = lambda: None
+
+    def set_inputs(self, args: tuple, kwargs: dict) -> None:
+        """Use new model arguments from the next step (a new signature records anew)."""
+        self.args, self.kwargs = args, kwargs
+        self.tensors, _ = split_args(args, kwargs)
+
+    def zero_grads(self) -> None:
+        """Drop every gradient (after an interrupted or failed step)."""
+        zero_all_grads(self.params)
+
+    def step(self, number: int) -> float:
+        """Run step ``number``; return its loss."""
+        program = None if self.eager or not self.params else self._program(number)
+        if program is None:
+            return self._eager_step(number)
+        names, leaves = list(self.params), list(self.params.values())
+        loss_t, grads = program(leaves, self.tensors)
+        loss = float(loss_t)
+        check_finite(number, loss, dict(zip(names, grads)))
+        for p, g in zip(leaves, grads):
+            p.grad = g
+        self.optimizer.step(leaves)
+        return loss
+
+    def _eager_step(self, number: int) -> float:
+        loss, params = eager_loss_and_grads(self.svi, self.args, self.kwargs)
+        self.params.update(params)
+        check_finite(number, loss, {n: p.grad for n, p in params.items()})
+        self.optimizer.step(list(params.values()))
+        if not self.params and not self.eager:
+            self._fall_back("the step has no params to learn", warn=False)
+        return loss
+
+    def _program(self, number: int) -> StepProgram | None:
+        store = dict(pyro.get_param_store().named_parameters())
+        if any(store.get(n) is not p for n, p in self.params.items()):
+            self.params = {}  # a param was replaced: one eager step finds them again
+            return None
+        key = signature(list(self.params.items()), self.args, self.kwargs)
+        program = self.programs.get(key)
+        if program is None:
+            if len(self.programs) >= MAX_PROGRAMS:
+                self._fall_back(
+                    f"the inputs changed signature more than {MAX_PROGRAMS} times"
+                )
+                return None
+            program = self._record(number)
+            if program is not None:
+                self.programs[key] = program
+        elif self.check_every and number % self.check_every == 0:
+            mismatch = self._check(program, _SEEDS[:1])
+            if mismatch:
+                self._fall_back(f"step {number} differs from eager: {mismatch}")
+                return None
+        return program
+
+    def _record(self, number: int) -> StepProgram | None:
+        params = list(self.params.items())
+        try:
+            program, seconds = run_seeded(
+                lambda: record(
+                    self.loss_fn,
+                    self.svi.model,
+                    self.svi.guide,
+                    params,
+                    self.args,
+                    self.kwargs,
+                ),
+                _SEEDS[0],
+                self.params.values(),
+            )
+        except NotRecordable as exc:
+            self._fall_back(f"the step cannot be recorded: {exc}")
+            return None
+        self.record_seconds.append(seconds)
+        mismatch = self._check(program, _SEEDS)
+        if mismatch:
+            self._fall_back(f"the recorded step differs from eager: {mismatch}")
+            return None
+        replay_ms = self._time(program)
+        if self.mode == "auto":
+            pays, sums = compile_pays_off(self.steps - number + 1, replay_ms)
+            self.engine = "compiled" if pays else "recorded"
+            self.reason = f"auto: {sums}"
+            self.on_change()
+        if self.engine == "compiled":
+            self._compile(program)
+        return program
+
+    def _compile(self, program: StepProgram) -> None:
+        program.compile()
+        start = time.perf_counter()
+        try:
+            mismatch = self._check(program, _SEEDS[:1])
+        except Exception as exc:  # noqa: BLE001 - inductor failing means recorded
+            mismatch = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        seconds = time.perf_counter() - start
+        if mismatch:
+            program.uncompile()
+            self.engine, self.reason = "recorded", f"compile failed: {mismatch}"
+            warnings.warn(
+                f"guide_core.fit: the compiled step is not used ({mismatch}); "
+                "running the recorded step",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self.on_change()
+            return
+        self.compile_seconds.append(seconds)
+        note_compile_seconds(seconds)
+
+    def _time(self, program: StepProgram, calls: int = 3) -> float:
+        """The fastest of ``calls`` replays, in ms (on a forked random state)."""
+        leaves = list(self.params.values())
+        best = float("inf")
+        for _ in range(calls):
+            start = time.perf_counter()
+            run_seeded(lambda: program(leaves, self.tensors), _SEEDS[1], leaves)
+            best = min(best, time.perf_counter() - start)
+        return 1000.0 * best
+
+    def _check(self, program: StepProgram, seeds: tuple[int, ...]) -> str | None:
+        names, leaves = list(self.params), list(self.params.values())
+        for seed in seeds:
+            want_loss, want = run_seeded(self._reference, seed, leaves)
+            got_loss, got = run_seeded(
+                lambda: program(leaves, self.tensors), seed, leaves
+            )
+            mismatch = first_mismatch(
+                [torch.as_tensor(want_loss, dtype=got_loss.dtype), *want],
+                [got_loss, *got],
+                ["the loss", *(f"the gradient of {n!r}" for n in names)],
+            )
+            if mismatch:
+                return mismatch
+        return None
+
+    def _reference(self) -> tuple[float, list[torch.Tensor | None]]:
+        loss, _ = eager_loss_and_grads(self.svi, self.args, self.kwargs)
+        leaves = list(self.params.values())
+        grads = [None if p.grad is None else p.grad.clone() for p in leaves]
+        zero_all_grads(self.params)
+        return loss, grads
+
+    def _fall_back(self, reason: str, warn: bool = True) -> None:
+        self.eager, self.engine, self.reason = True, "eager", reason
+        if warn:
+            warnings.warn(
+                f"guide_core.fit runs eager: {reason}", RuntimeWarning, stacklevel=4
+            )
+        self.on_change()

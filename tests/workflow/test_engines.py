@@ -1,0 +1,579 @@
+"""fit's engines: eager, recorded and compiled give eager's steps, or say why not."""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pyro.optim
+import pytest
+import torch
+from pyro.infer import (
+    SVI,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+    TraceGraph_ELBO,
+    TraceMeanField_ELBO,
+)
+
+import guide_core
+from guide_core import (
+    AutoDelta,
+    AutoMultivariateNormal,
+    AutoNormal,
+    AutoNormalMessenger,
+    NonFiniteLossError,
+    fit,
+)
+from guide_core.cli import main
+from guide_core.core.seeded import first_mismatch, run_seeded
+from guide_core.workflow.engines import RecordedTrainer, costs
+from guide_core.workflow.engines.costs import compile_pays_off
+from guide_core.workflow.engines.eager import eager_loss_and_grads, zero_all_grads
+from guide_core.workflow.engines.losses import recordable_loss
+from guide_core.workflow.engines.optim import map_optimizer
+from guide_core.workflow.engines.program import record
+
+Y = torch.tensor([0.5, 1.0, 1.5, 0.2, 1.1, 0.8, -0.3, 0.9])
+
+
+def model(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("n", len(y)):
+        pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+def subsampled(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("n", len(y), subsample_size=3) as ind:
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y[ind])
+
+
+def reads_a_value(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    if mu.item() > 100.0:  # data-dependent control flow
+        mu = mu * 2
+    with pyro.plate("n", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def _quiet(**kwargs):
+    return {"progress": False, "khat": False, **kwargs}
+
+
+def _guide_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "guide_core.fit" in str(w.message)]
+
+
+def _first_step_params(model, guide, elbo, *args):
+    """Run one eager step (the guide sets up); return its params by name."""
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), elbo)
+    _, params = eager_loss_and_grads(svi, args, {})
+    zero_all_grads(params)
+    return svi, params
+
+
+def _program_vs_eager(model, guide, elbo, *args, seed=3):
+    svi, params = _first_step_params(model, guide, elbo, *args)
+    program, _ = run_seeded(
+        lambda: record(
+            recordable_loss(elbo), model, guide, list(params.items()), args, {}
+        ),
+        0,
+    )
+    leaves = list(params.values())
+
+    def eager():
+        loss, _ = eager_loss_and_grads(svi, args, {})
+        grads = [p.grad.clone() if p.grad is not None else None for p in leaves]
+        zero_all_grads(params)
+        return loss, grads
+
+    want_loss, want = run_seeded(eager, seed)
+    got_loss, got = run_seeded(lambda: program(leaves, list(args)), seed)
+    return program, leaves, want_loss, want, got_loss, got, list(params)
+
+
+GUIDES = {
+    "normal": AutoNormal,
+    "delta": AutoDelta,
+    "mvn": AutoMultivariateNormal,
+    "messenger": AutoNormalMessenger,
+}
+ELBOS = {
+    "trace": lambda: Trace_ELBO(),
+    "mean_field": lambda: TraceMeanField_ELBO(),
+    "tracegraph": lambda: TraceGraph_ELBO(),
+    "particles": lambda: Trace_ELBO(num_particles=3),
+    "vectorized": lambda: Trace_ELBO(
+        num_particles=4, vectorize_particles=True, max_plate_nesting=1
+    ),
+}
+
+
+@pytest.mark.parametrize("elbo", list(ELBOS))
+@pytest.mark.parametrize("guide", list(GUIDES))
+def test_recorded_step_is_eager_at_the_same_draws(guide, elbo):
+    if guide == "messenger" and elbo == "mean_field":
+        pytest.skip("AutoNormalMessenger's sites are not a mean-field pair")
+    _, _, want_loss, want, got_loss, got, names = _program_vs_eager(
+        model, GUIDES[guide](model), ELBOS[elbo](), Y
+    )
+    assert float(got_loss) == pytest.approx(want_loss, rel=1e-5)
+    assert first_mismatch(want, got, names) is None
+
+
+def test_replays_draw_afresh_and_subsample_indices_are_fresh():
+    program, leaves, want_loss, want, got_loss, got, names = _program_vs_eager(
+        subsampled, AutoNormal(subsampled), Trace_ELBO(), torch.arange(20.0)
+    )
+    assert "randperm" in program.graph.code  # indices drawn in the program
+    assert float(got_loss) == pytest.approx(want_loss, rel=1e-5)
+    assert first_mismatch(want, got, names) is None
+    losses = {float(program(leaves, [torch.arange(20.0)])[0]) for _ in range(5)}
+    assert len(losses) == 5
+
+
+def test_a_subsampled_fit_records_and_follows_eager():
+    data = torch.randn(50, generator=torch.Generator().manual_seed(1)) + 2.0
+    eager = fit(
+        subsampled,
+        AutoNormal(subsampled),
+        data,
+        steps=30,
+        tol=None,
+        seed=0,
+        engine="eager",
+        **_quiet(),
+    )
+    pyro.clear_param_store()
+    recorded = fit(
+        subsampled,
+        AutoNormal(subsampled),
+        data,
+        steps=30,
+        tol=None,
+        seed=0,
+        engine="recorded",
+        **_quiet(),
+    )
+    assert recorded.engine == "recorded" and eager.engine == "eager"
+    torch.testing.assert_close(
+        torch.tensor(recorded.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "optim",
+    [
+        lambda: pyro.optim.Adam(
+            {"lr": 0.05, "betas": (0.8, 0.99), "weight_decay": 0.1}
+        ),
+        lambda: pyro.optim.ClippedAdam({"lr": 0.05, "clip_norm": 0.5, "lrd": 0.99}),
+        lambda: pyro.optim.SGD({"lr": 0.01, "momentum": 0.9}),
+        lambda: pyro.optim.Adam({"lr": 0.05}, {"clip_norm": 0.3}),
+        lambda: pyro.optim.Adam(lambda name: {"lr": 0.1 if "loc" in name else 0.01}),
+    ],
+    ids=["adam", "clipped_adam", "sgd", "clip_args", "per_param"],
+)
+def test_a_recorded_fit_follows_the_eager_fit(optim):
+    eager = fit(
+        model,
+        AutoNormal(model),
+        Y,
+        optim=optim(),
+        steps=25,
+        tol=None,
+        seed=0,
+        engine="eager",
+        **_quiet(),
+    )
+    expected = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+    pyro.clear_param_store()
+    recorded = fit(
+        model,
+        AutoNormal(model),
+        Y,
+        optim=optim(),
+        steps=25,
+        tol=None,
+        seed=0,
+        engine="recorded",
+        **_quiet(),
+    )
+    assert recorded.engine == "recorded", recorded.engine_reason
+    torch.testing.assert_close(
+        torch.tensor(recorded.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-4
+    )
+    for name, value in pyro.get_param_store().items():
+        torch.testing.assert_close(value.detach(), expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_per_param_optim_args_become_groups_with_pyros_settings():
+    guide = AutoNormal(model)
+    _, params = _first_step_params(model, guide, Trace_ELBO(), Y)
+    mapped = map_optimizer(
+        pyro.optim.Adam(lambda name: {"lr": 0.1 if "loc" in name else 0.01})
+    )
+    mapped.add(params.values())
+    groups = mapped.torch_optimizer.param_groups
+    assert sorted(g["lr"] for g in groups) == [0.01, 0.1]
+    assert all(g["foreach"] for g in groups)
+    by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
+    assert by_lr[0.1] == {id(p) for n, p in params.items() if "loc" in n}
+
+
+def test_a_shape_change_records_again():
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    trainer = RecordedTrainer(
+        svi,
+        (Y,),
+        {},
+        loss_fn=recordable_loss(Trace_ELBO()),
+        optimizer=map_optimizer(pyro.optim.Adam({"lr": 0.01})),
+        mode="recorded",
+        steps=10,
+    )
+    for number in range(1, 4):
+        trainer.step(number)
+    assert len(trainer.programs) == 1
+    trainer.set_inputs((torch.cat([Y, Y]),), {})
+    trainer.step(4)
+    trainer.step(5)
+    assert len(trainer.programs) == 2 and trainer.engine == "recorded"
+    trainer.set_inputs((Y.double(),), {})  # a dtype is part of the signature too
+    trainer.step(6)
+    assert len(trainer.programs) == 3
+
+
+def test_a_replaced_param_is_found_again():
+    guide = AutoNormal(model)
+    result = fit(model, guide, Y, steps=5, tol=None, engine="recorded", **_quiet())
+    assert result.engine == "recorded"
+    store = pyro.get_param_store()
+    name = "AutoNormal.locs.mu"
+    value = store[name].detach().clone()
+    store._params[name] = torch.nn.Parameter(value)  # another tensor, same name
+    again = fit(model, guide, Y, steps=5, tol=None, engine="recorded", **_quiet())
+    assert again.engine == "recorded" and len(again.losses) == 5
+
+
+def test_a_model_that_reads_values_runs_eager_with_one_warning_naming_the_line():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit(
+            reads_a_value,
+            AutoNormal(reads_a_value),
+            Y,
+            steps=10,
+            engine="recorded",
+            **_quiet(),
+        )
+    messages = _guide_warnings(caught)
+    assert len(messages) == 1, messages
+    assert "test_engines.py:" in messages[0] and "mu.item()" in messages[0]
+    assert "reads a tensor's value" in messages[0]
+    assert result.engine == "eager" and "mu.item()" in result.engine_reason
+    assert len(result.losses) == 10 and all(map(math.isfinite, result.losses))
+
+
+def test_auto_falls_back_on_a_value_read_too():
+    with pytest.warns(RuntimeWarning, match="runs eager"):
+        result = fit(reads_a_value, AutoNormal(reads_a_value), Y, steps=5, **_quiet())
+    assert result.engine == "eager"
+
+
+@pytest.mark.parametrize(
+    "kwargs, why",
+    [
+        ({"loss": TraceEnum_ELBO(max_plate_nesting=1)}, "TraceEnum_ELBO is not"),
+        ({"optim": pyro.optim.Adagrad({"lr": 0.1})}, None),
+        ({"optim": pyro.optim.DCTAdam({"lr": 0.01})}, "DCTAdam has no exact"),
+        (
+            {
+                "optim": pyro.optim.ExponentialLR(
+                    {
+                        "optimizer": torch.optim.Adam,
+                        "optim_args": {"lr": 0.01},
+                        "gamma": 0.9,
+                    }
+                )
+            },
+            "learning-rate scheduler",
+        ),
+    ],
+    ids=["trace_enum", "adagrad", "dct_adam", "scheduler"],
+)
+def test_what_cannot_be_recorded_runs_eager_with_the_reason(kwargs, why):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit(
+            model, AutoNormal(model), Y, steps=4, engine="recorded", **_quiet(**kwargs)
+        )
+    if why is None:
+        assert result.engine == "recorded" and not _guide_warnings(caught)
+        return
+    assert result.engine == "eager" and why in result.engine_reason
+    assert len(_guide_warnings(caught)) == 1
+    pyro.clear_param_store()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # auto chooses silently
+        result = fit(model, AutoNormal(model), Y, steps=4, **_quiet(**kwargs))
+    assert result.engine == "eager" and why in result.engine_reason
+
+
+def test_a_score_function_guide_runs_eager_naming_the_site():
+    def coin(y):
+        p = pyro.sample("p", dist.Beta(2.0, 2.0))
+        with pyro.plate("n", len(y)):
+            pyro.sample("y", dist.Bernoulli(p), obs=y)
+
+    def guide(y):
+        a = pyro.param(
+            "a", torch.tensor(0.5), constraint=dist.constraints.unit_interval
+        )
+        pyro.sample(
+            "p",
+            dist.Beta(a * 4, 2.0).with_rsample(False)
+            if hasattr(dist.Beta, "with_rsample")
+            else _NoRsampleBeta(a * 4, 2.0),
+        )
+
+    with pytest.warns(RuntimeWarning, match="guide site 'p' is not reparameterized"):
+        result = fit(
+            coin,
+            guide,
+            torch.tensor([1.0, 0.0, 1.0]),
+            steps=4,
+            engine="recorded",
+            **_quiet(),
+        )
+    assert result.engine == "eager"
+
+
+class _NoRsampleBeta(dist.Beta):
+    has_rsample = False
+
+    def rsample(self, sample_shape=torch.Size()):  # noqa: B008
+        raise NotImplementedError
+
+    def sample(self, sample_shape=torch.Size()):  # noqa: B008
+        with torch.no_grad():
+            return super().rsample(sample_shape)
+
+
+def test_check_every_catches_a_model_that_changes_behind_the_recording():
+    state = {"calls": 0}
+
+    def drifting(y):
+        state["calls"] += 1
+        # Python state, not replayed: calls 1-5 are the set-up, step 1, the
+        # recording and its two checks; call 6 the check at step 5 (agrees),
+        # call 7 the check at step 10 (differs).
+        scale = 1.0 if state["calls"] < 7 else 3.0
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", len(y)):
+            pyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+    with pytest.warns(RuntimeWarning, match="differs from eager"):
+        result = fit(
+            drifting,
+            AutoNormal(drifting),
+            Y,
+            steps=30,
+            tol=None,
+            engine="recorded",
+            check_every=5,
+            **_quiet(),
+        )
+    assert result.engine == "eager" and "differs from eager" in result.engine_reason
+    assert len(result.losses) == 30
+
+
+def test_nan_stop_on_the_recorded_engine():
+    def blows_up(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
+        scale = torch.where(mu > 2.0, torch.tensor(float("nan")), torch.tensor(1.0))
+        with pyro.plate("n", len(y)):
+            pyro.sample("y", dist.Normal(mu, scale, validate_args=False), obs=y)
+
+    data = torch.full((5,), 6.0)
+    errors = {}
+    for engine in ("eager", "recorded"):
+        pyro.clear_param_store()
+        with pytest.raises(NonFiniteLossError) as info:
+            fit(
+                blows_up,
+                AutoDelta(blows_up),
+                data,
+                optim=pyro.optim.SGD({"lr": 0.01}),
+                steps=200,
+                seed=0,
+                engine=engine,
+                **_quiet(),
+            )
+        errors[engine] = (info.value.step, dict(pyro.get_param_store().items()))
+        assert all(p.grad is None for _, p in pyro.get_param_store().named_parameters())
+    assert errors["recorded"][0] == errors["eager"][0] > 2
+    for name, value in errors["eager"][1].items():
+        torch.testing.assert_close(errors["recorded"][1][name], value)
+
+
+def _conjugate(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("n", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def _check_conjugate_posterior(engine: str, steps: int) -> None:
+    y = torch.randn(9, generator=torch.Generator().manual_seed(5)) + 1.0
+    n = len(y)
+    post_mean, post_sd = float(y.sum()) / (n + 1), (1.0 / (n + 1)) ** 0.5
+    guide = AutoNormal(_conjugate)
+    result = fit(
+        _conjugate,
+        guide,
+        y,
+        optim=pyro.optim.Adam({"lr": 0.02}),
+        loss=TraceMeanField_ELBO(num_particles=4),
+        steps=steps,
+        tol=None,
+        seed=0,
+        engine=engine,
+        **_quiet(),
+    )
+    assert result.engine == engine, result.engine_reason
+    store = pyro.get_param_store()
+    assert float(store["AutoNormal.locs.mu"]) == pytest.approx(post_mean, abs=0.04)
+    assert float(store["AutoNormal.scales.mu"]) == pytest.approx(post_sd, rel=0.1)
+
+
+def test_recorded_recovers_a_conjugate_posterior():
+    _check_conjugate_posterior("recorded", 1500)
+
+
+def test_save_and_load_after_a_recorded_fit(tmp_path):
+    guide = AutoNormal(model)
+    result = fit(model, guide, Y, steps=40, tol=None, engine="recorded", **_quiet())
+    assert result.engine == "recorded"
+    median = {k: v.detach().clone() for k, v in guide.median(Y).items()}
+    path = tmp_path / "guide.pt"
+    guide_core.save(guide, path)
+    pyro.clear_param_store()
+    loaded = guide_core.load(path, model, model_args=(Y,))
+    for name, value in loaded.median(Y).items():
+        torch.testing.assert_close(value.detach(), median[name])
+
+
+def test_engine_must_be_known():
+    with pytest.raises(ValueError, match="'engine' must be one of 'auto', 'eager'"):
+        fit(model, AutoNormal(model), Y, engine="fast", **_quiet())
+    with pytest.raises(ValueError, match="'check_every' must be >= 1"):
+        fit(model, AutoNormal(model), Y, check_every=0, **_quiet())
+
+
+def test_auto_compiles_only_when_the_steps_pay_for_it():
+    pays, why = compile_pays_off(1000, 1.0)
+    assert not pays and "to compile" in why
+    pays, _ = compile_pays_off(10**7, 1.0)
+    assert pays
+    result = fit(model, AutoNormal(model), Y, steps=30, **_quiet())
+    assert result.engine == "recorded" and result.engine_reason.startswith("auto:")
+
+
+def test_the_cli_takes_an_engine(capsys):
+    code = main(
+        [
+            "fit",
+            "--engine",
+            "recorded",
+            "--steps",
+            "20",
+            "--quiet",
+            "--no-khat",
+            "--num-samples",
+            "50",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "engine recorded (asked for)" in out
+    code = main(
+        [
+            "compare",
+            "--engine",
+            "eager",
+            "--steps",
+            "10",
+            "--no-khat",
+            "--guides",
+            "auto_normal,auto_delta",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "engine" in out.splitlines()[1] and out.count("eager") >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("elbo", ["trace", "vectorized"])
+def test_compiled_step_is_eager_at_the_same_draws(elbo):
+    result = fit(
+        model,
+        AutoNormal(model),
+        Y,
+        steps=5,
+        tol=None,
+        loss=ELBOS[elbo](),
+        engine="compiled",
+        **_quiet(),
+    )
+    assert result.engine == "compiled", result.engine_reason
+
+
+@pytest.mark.slow
+def test_compiled_recovers_a_conjugate_posterior():
+    _check_conjugate_posterior("compiled", 1500)
+
+
+def test_a_guide_without_params_runs_eager_and_says_so():
+    def prior_guide(y):
+        pyro.sample("mu", dist.Normal(0.0, 1.0))
+        pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = fit(model, prior_guide, Y, steps=3, engine="recorded", **_quiet())
+    assert result.engine == "eager" and "no params" in result.engine_reason
+
+
+def test_a_draw_baked_into_the_program_is_caught_by_the_check():
+    rng = random.Random(0)
+
+    def python_noise(y):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        shift = rng.gauss(0.0, 1.0)  # drawn in Python: a constant of the program
+        with pyro.plate("n", len(y)):
+            pyro.sample("y", dist.Normal(mu + shift, 1.0), obs=y)
+
+    with pytest.warns(RuntimeWarning, match="recorded step differs from eager"):
+        result = fit(
+            python_noise,
+            AutoNormal(python_noise),
+            Y,
+            steps=5,
+            engine="recorded",
+            **_quiet(),
+        )
+    assert result.engine == "eager" and "the loss differs" in result.engine_reason
+
+
+@pytest.mark.slow
+def test_auto_compiles_when_the_steps_pay_for_it(monkeypatch):
+    monkeypatch.setattr(costs, "_measured", {"compile": 1e-3})
+    result = fit(model, AutoNormal(model), Y, steps=50, tol=None, **_quiet())
+    assert result.engine == "compiled", result.engine_reason
+    assert "to save >" in result.engine_reason and "(measured" in result.engine_reason
