@@ -17,7 +17,7 @@ import torch
 from ..registry.checks import require_extras
 from .comparison import Comparison, objective_of
 from .fitting import FitResult
-from .posterior import sample_posterior
+from .posterior import posterior_draws
 
 __all__ = ["MAX_ELEMENTS", "plot_compare", "plot_fit", "require_matplotlib"]
 
@@ -104,7 +104,7 @@ def plot_fit(
     """
     require_matplotlib("plot_fit")
     figures = {"loss": _loss_figure(result, window)}
-    samples = sample_posterior(result.guide, *args, num_samples=num_samples, **kwargs)
+    samples = posterior_draws(result.guide, *args, num_samples=num_samples, **kwargs)
     figures["posterior"] = _posterior_figure(samples, max_elements)
     if result.khat is not None:
         figures["khat"] = _khat_figure(result.khat)
@@ -312,7 +312,7 @@ def plot_compare(
     if not entries:
         raise ValueError("there is no fitted guide to plot")
     draws = {
-        name: _flat(sample_posterior(r.guide, *args, num_samples=num_samples, **kwargs))
+        name: _flat(posterior_draws(r.guide, *args, num_samples=num_samples, **kwargs))
         for name, r, _ in entries
     }
     shapes = {}

@@ -17,6 +17,7 @@ from .sampling import default_model, is_deterministic, is_latent, over_draws, pe
 __all__ = [
     "SiteSummary",
     "Summary",
+    "posterior_draws",
     "sample_posterior",
     "summary",
     "to_inference_data",
@@ -240,6 +241,25 @@ def _samples(
         f"expected a guide or a dict {{site name: tensor of draws}}, got "
         f"{type(source).__name__}"
     )
+
+
+def posterior_draws(
+    guide: Callable, *args: Any, num_samples: int = 1000, **kwargs: Any
+) -> dict[str, torch.Tensor]:
+    """Draw from the posterior a guide stands for (what a plot should show).
+
+    The same as :func:`sample_posterior`, except for a guide with a
+    ``laplace_approximation`` (``AutoLaplaceApproximation``): it is trained as
+    a point, and its posterior is the Gaussian at that point, so the draws come
+    from that Gaussian (the point itself where the Hessian cannot be had).
+    """
+    laplace = getattr(guide, "laplace_approximation", None)
+    if callable(laplace):
+        try:
+            guide = laplace(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - e.g. a singular Hessian: show the point
+            pass
+    return sample_posterior(guide, *args, num_samples=num_samples, **kwargs)
 
 
 def summary(

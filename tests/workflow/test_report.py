@@ -248,3 +248,37 @@ def test_to_inference_data_works_with_arviz():
         assert len(forest.get_yticks()) == 8
     finally:
         plt.close("all")
+
+
+def _conjugate(y):
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+    with pyro.plate("data", y.shape[0]):
+        pyro.sample("y", dist.Normal(mu, 1.0).to_event(1), obs=y)
+
+
+def test_a_laplace_guide_is_plotted_with_its_gaussian_not_its_point():
+    """AutoLaplaceApproximation trains a point; its posterior is the Gaussian
+    of laplace_approximation() (here exactly the posterior: std 1/sqrt(5)),
+    which is what the marginals show."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    y = torch.randn(4, 3) + 1.0
+    guide = AutoLaplaceApproximation(_conjugate)
+    result = fit(
+        _conjugate,
+        guide,
+        y,
+        steps=300,
+        progress=False,
+        khat=False,
+        optim=pyro.optim.Adam({"lr": 0.05}),
+    )
+    draws = guide_core.workflow.posterior.posterior_draws(guide, y, num_samples=4000)
+    torch.testing.assert_close(draws["mu"].mean(0), y.sum(0) / 5, atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        draws["mu"].std(0), torch.full((3,), 5**-0.5), atol=0.03, rtol=0
+    )
+    (ax,) = plot_fit(result, y, num_samples=200)["posterior"].axes
+    (ninety,) = [c for c in ax.collections if c.get_linewidth()[0] < 2]
+    widths = [abs(seg[1][0] - seg[0][0]) for seg in ninety.get_segments()]
+    assert len(widths) == 3 and min(widths) > 0.5, widths  # 90%: about 1.5
