@@ -66,6 +66,7 @@ def test_plot_fit_draws_the_loss_the_marginals_and_the_khat():
     assert set(figs) == {"loss", "posterior", "khat"}
     (loss,) = figs["loss"].axes
     assert "loss" in loss.get_title() and "steps/s" in loss.get_title()
+    assert f"({result.engine} engine)" in loss.get_title()
     labels = [line.get_label() for line in loss.get_lines()]
     assert "loss (each step)" in labels and any("smoothed" in x for x in labels)
     assert result.converged and f"converged, step {result.steps}" in labels
