@@ -132,7 +132,7 @@ def _loss_figure(result: FitResult, window: int) -> Any:
     what = {"elbo": "-ELBO", "map": "-log p(x, z), MAP", "laplace": "-log p(x, z), MAP"}
     ax.set_title(
         f"loss ({what[objective_of(result.guide)]}): {result.steps} steps, "
-        f"{rate:.0f} steps/s ({getattr(result, 'engine', 'eager')} engine)"
+        f"{rate:.0f} steps/s ({result.engine} engine)"
     )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
