@@ -331,3 +331,15 @@ def test_a_short_fit_improves_the_elbo():
     before = elbo.loss(linear_model, guide, y)
     fit(guide, y, steps=60)
     assert elbo.loss(linear_model, guide, y) < before
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_state_dict_loads_into_a_fresh_guide_before_its_first_call(cls):
+    y = data(4)
+    guide = make(cls, linear_model)
+    fit(guide, y, steps=3)
+    state = {k: v.detach().clone() for k, v in guide.state_dict().items()}
+    pyro.clear_param_store()
+    fresh = make(cls, linear_model)
+    fresh.load_state_dict(state)
+    assert torch.allclose(fresh.median(y)["z"], guide.median(y)["z"])
