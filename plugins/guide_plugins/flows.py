@@ -3,7 +3,9 @@
 :class:`AutoNormalizingFlow` pushes a standard normal over the flat
 unconstrained latent of :class:`~guide_plugins.continuous.AutoContinuous`
 through a learnable bijection; :class:`AutoIAFNormal` is the case whose
-bijection is a chain of affine autoregressive (IAF) transforms.
+bijection is a chain of affine autoregressive (IAF) transforms, and
+:class:`AutoBNAFNormal` the one whose bijection is a block neural
+autoregressive flow.
 
 A flow's marginals have no closed form, so :meth:`median` and
 :meth:`quantiles` are estimated from ``num_summary_samples`` (default 1000)
@@ -19,18 +21,24 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions.transforms import affine_autoregressive, iterated
+from pyro.distributions import constraints
+from pyro.distributions.transforms import (
+    BlockAutoregressive,
+    ComposeTransformModule,
+    affine_autoregressive,
+    iterated,
+)
 from torch.distributions import Transform
 
 from guide_core import Capabilities, GuideSpec, hookimpl, init_to_feasible
 from guide_plugins.continuous import AutoContinuous
 
-__all__ = ["AutoIAFNormal", "AutoNormalizingFlow", "register_guides"]
+__all__ = ["AutoBNAFNormal", "AutoIAFNormal", "AutoNormalizingFlow", "register_guides"]
 
 
 class AutoNormalizingFlow(AutoContinuous):
@@ -54,13 +62,22 @@ class AutoNormalizingFlow(AutoContinuous):
     """
 
     def __init__(self, model: Callable, init_transform_fn: Callable[[int], Transform]):
+        self._init_flow(model, init_transform_fn, init_to_feasible)
+
+    def _init_flow(
+        self,
+        model: Callable,
+        init_transform_fn: Callable[[int], Transform],
+        init_loc_fn: Callable,
+    ) -> None:
+        """The constructor's work, with the prototype's ``init_loc_fn`` chosen."""
         if not callable(init_transform_fn):
             raise TypeError(
                 "'init_transform_fn' must be callable as init_transform_fn(latent_dim)"
                 " and return a Transform, e.g. functools.partial(iterated, 2, "
                 f"block_autoregressive): {init_transform_fn!r}"
             )
-        super().__init__(model, init_loc_fn=init_to_feasible)
+        AutoContinuous.__init__(self, model, init_loc_fn=init_loc_fn)
         self._init_transform_fn = init_transform_fn
         self.transform = None
         self._prototype_tensor = torch.tensor(0.0)
@@ -180,32 +197,121 @@ class AutoIAFNormal(AutoNormalizingFlow):
         super()._build_transform()
 
 
-def _validate_hidden_dim(hidden_dim: Any) -> list[int] | None:
+class _Reverse(Transform):
+    """Reverse the order of a vector's coordinates (volume preserving)."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Reverse)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-1)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y.flip(-1)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[:-1])
+
+
+def _bnaf(
+    num_flows: int, hidden_factors: list[int], latent_dim: int
+) -> ComposeTransformModule:
+    """``num_flows`` block autoregressive transforms, the order reversed between."""
+    parts: list[Transform] = []
+    for i in range(num_flows):
+        if i:
+            # cached, so that inverting a draw hands the transform below the
+            # very tensor it produced (BlockAutoregressive inverts from cache)
+            parts.append(_Reverse(cache_size=1))
+        parts.append(BlockAutoregressive(latent_dim, hidden_factors=hidden_factors))
+    return ComposeTransformModule(parts)
+
+
+class AutoBNAFNormal(AutoNormalizingFlow):
+    """A block neural autoregressive flow (BNAF) over the flat latent.
+
+    A standard normal pushed through ``num_flows``
+    :class:`~pyro.distributions.transforms.BlockAutoregressive` transforms
+    (``tanh`` activations), reversing the coordinates between two of them so
+    that each coordinate can depend on every other one. The parameters live
+    under ``AutoBNAFNormal.transform.<i>...``. Medians and quantiles are
+    sampled (see the module docstring). The flow's inverse has no closed form,
+    so the posterior's ``log_prob`` is only available for its own draws.
+
+    Parameters
+    ----------
+    model : callable
+        A Pyro model.
+    num_flows : int
+        Number of block autoregressive transforms (>= 1).
+    hidden_factors : sequence of int
+        Each hidden layer of a transform has ``factor * latent_dim`` units;
+        one factor (>= 1) per layer.
+    init_loc_fn : callable
+        The initialization strategy of the prototype run (the flow itself has
+        no location parameter).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        *,
+        num_flows: int = 1,
+        hidden_factors: Sequence[int] = (8, 8),
+        init_loc_fn: Callable = init_to_feasible,
+    ):
+        if (
+            isinstance(num_flows, bool)
+            or not isinstance(num_flows, int)
+            or num_flows < 1
+        ):
+            raise ValueError(
+                f"'num_flows' must be an int >= 1 such as 2: {num_flows!r}"
+            )
+        factors = _validate_hidden_dim(hidden_factors, "hidden_factors", scalar=False)
+        if factors is None:
+            raise ValueError("'hidden_factors' must be a list of ints >= 1: None")
+        self.num_flows, self.hidden_factors = num_flows, factors
+        fn = functools.partial(_bnaf, num_flows, factors)
+        self._init_flow(model, fn, init_loc_fn)
+
+
+def _validate_hidden_dim(
+    hidden_dim: Any, what: str = "hidden_dim", *, scalar: bool = True
+) -> list[int] | None:
     """Return ``hidden_dim`` as a list of layer sizes (``None`` stays ``None``).
+
+    ``what`` names the argument in the error; ``scalar`` allows one int.
 
     Raises
     ------
     ValueError
-        ``hidden_dim`` is not an int >= 1 or a non-empty list of them.
+        ``hidden_dim`` is not an int >= 1 (if ``scalar``) or a non-empty list
+        of them.
     """
     if hidden_dim is None:
         return None
-    sizes = [hidden_dim] if isinstance(hidden_dim, int) else hidden_dim
+    sizes = [hidden_dim] if scalar and isinstance(hidden_dim, int) else hidden_dim
     if (
         not isinstance(sizes, (list, tuple))
         or not sizes
         or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes)
     ):
+        one = ", an int for one layer," if scalar else ""
         raise ValueError(
-            "'hidden_dim' must be a non-empty list of layer sizes (ints >= 1) such"
-            f" as [16], an int for one layer, or None for the default: {hidden_dim!r}"
+            f"'{what}' must be a non-empty list of layer sizes (ints >= 1) such"
+            f" as [16]{one} or None for the default: {hidden_dim!r}"
         )
     return list(sizes)
 
 
 @hookimpl
 def register_guides(register: Callable[[GuideSpec], None]) -> None:
-    """Register ``auto_normalizing_flow`` and ``auto_iaf_normal``."""
+    """Register ``auto_normalizing_flow``, ``auto_iaf_normal``, ``auto_bnaf_normal``."""
     caps = Capabilities(jit=True)
     register(
         GuideSpec(
@@ -214,6 +320,15 @@ def register_guides(register: Callable[[GuideSpec], None]) -> None:
             family="flows",
             summary="A standard normal pushed through a user-built bijection over "
             "the flat latent.",
+            capabilities=caps,
+        )
+    )
+    register(
+        GuideSpec(
+            name="auto_bnaf_normal",
+            factory=AutoBNAFNormal,
+            family="flows",
+            summary="A block neural autoregressive flow (BNAF) over the flat latent.",
             capabilities=caps,
         )
     )

@@ -89,7 +89,7 @@ class AutoContinuous(AutoGuide):
         """Yield ``(prototype site, unconstrained value)`` for each site, as
         Pyro's ``AutoContinuous._unpack_latent`` does."""
         nodes = self.prototype_trace.nodes
-        for name, value in self._layout.unpack(latent).items():
+        for name, value in self._layout.unpack(self._flat_latent(latent)).items():
             yield nodes[name], value
 
     # -- the posterior ---------------------------------------------------------
@@ -131,7 +131,12 @@ class AutoContinuous(AutoGuide):
         self._ensure_setup(*args, **kwargs)
         latent = self.sample_latent(*args, **kwargs)
         self._create_plates(*args, **kwargs)
-        return self._layout.emit(latent, self._site_plates)
+        return self._layout.emit(self._flat_latent(latent), self._site_plates)
+
+    def _flat_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Return a draw of :meth:`get_posterior` as the flat vector of
+        ``latent_dim`` (the identity here; batched guides reorder theirs)."""
+        return latent
 
     # -- summaries -------------------------------------------------------------
 

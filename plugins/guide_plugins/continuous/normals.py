@@ -130,7 +130,9 @@ class AutoMultivariateNormal(_StandardNormalBase, AutoContinuous):
         self.loc = nn.Parameter(self._init_loc())
         scale = torch.full_like(self.loc, self._init_scale)
         self.scale = PyroParam(scale, self.scale_constraint)
-        tril = eye_like(self.loc, self.latent_dim)
+        # one identity per leading batch dim of loc (none here; see batched guides)
+        dim = self.loc.shape[-1]
+        tril = eye_like(self.loc, dim).expand(self.loc.shape + (dim,)).clone()
         self.scale_tril = PyroParam(tril, self.scale_tril_constraint)
 
     def _cholesky(self) -> torch.Tensor:
@@ -200,11 +202,12 @@ class AutoLowRankMultivariateNormal(_StandardNormalBase, AutoContinuous):
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
         self.loc = nn.Parameter(self._init_loc())
+        dim = self.loc.shape[-1]  # latent_dim (per batch element if batched)
         if self.rank is None:
-            self.rank = int(round(self.latent_dim**0.5))
-        scale = self.loc.new_full((self.latent_dim,), 0.5**0.5 * self._init_scale)
+            self.rank = int(round(dim**0.5))
+        scale = torch.full_like(self.loc, 0.5**0.5 * self._init_scale)
         self.scale = PyroParam(scale, self.scale_constraint)
-        factor = self.loc.new_empty(self.latent_dim, self.rank)
+        factor = self.loc.new_empty(self.loc.shape + (self.rank,))
         self.cov_factor = nn.Parameter(factor.normal_(0, 1 / self.rank**0.5))
 
     def get_transform(self, *args: Any, **kwargs: Any) -> LowRankAffine:
