@@ -252,6 +252,11 @@ def test_no_flat_transform_for_neutra():
 
 @pytest.fixture
 def registered():
+    """The family through its entry point, or in-process where the installed
+    metadata predates it."""
+    if "auto_batched_multivariate_normal" in registry.names():
+        yield
+        return
     name = registry.register(batched, name="batched_test")
     try:
         yield
