@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_names,
         default=(),
         help="guide_core.fit engines to time our guides under too, comma "
-        "separated: recorded,compiled (extra columns)",
+        "separated: recorded,compiled (extra columns); pyro_jit adds Pyro's guide "
+        "under JitTrace_ELBO",
     )
     p.add_argument("--out", default="benchmarks/results", help="output directory")
     return p

@@ -21,11 +21,14 @@ from typing import Any
 import pyro
 import pyro.infer.autoguide as pyro_autoguide
 import torch
+from pyro.infer import JitTrace_ELBO
 
 from guide_core.workflow.engines import ENGINES
 
 from .models import ModelCase, build_suite
 from .timing import Runner, SideResult, error_text, measure_floor, time_pair
+
+PYRO_JIT = "pyro_jit"  # Pyro's guide under JitTrace_ELBO, a column like an engine
 
 __all__ = [
     "BenchConfig",
@@ -77,7 +80,8 @@ class BenchConfig:
     engines : tuple of str
         :func:`guide_core.fit` engines (``"recorded"``, ``"compiled"``, ...)
         to time our guide under too, each a side of its own in the same
-        alternating rounds (their recording and compiling fall in warm-up).
+        alternating rounds (their recording and compiling fall in warm-up);
+        ``"pyro_jit"`` times Pyro's guide under ``JitTrace_ELBO`` instead.
     """
 
     guides: tuple[str, ...] | None = None
@@ -108,9 +112,10 @@ class BenchConfig:
         if warmup < 0:
             raise ValueError(f"warmup must be non-negative, got {warmup}")
         for engine in self.engines:
-            if engine not in ENGINES:
+            if engine not in (*ENGINES, PYRO_JIT):
                 raise ValueError(
-                    f"engines must be among {', '.join(ENGINES)}, got {engine!r}"
+                    f"engines must be among {', '.join(ENGINES)}, {PYRO_JIT}, "
+                    f"got {engine!r}"
                 )
         return replace(
             self, steps=steps, rounds=rounds, warmup=warmup, floor_repeats=floor
@@ -233,7 +238,9 @@ def run_cell(
     ours = Runner(ours_cls, case, seed=cfg.seed, lr=cfg.lr)
     theirs = Runner(pyro_cls, case, seed=cfg.seed, lr=cfg.lr)
     extra = {
-        e: Runner(ours_cls, case, seed=cfg.seed, lr=cfg.lr, engine=e)
+        e: Runner(pyro_cls, case, seed=cfg.seed, lr=cfg.lr, elbo=JitTrace_ELBO)
+        if e == PYRO_JIT
+        else Runner(ours_cls, case, seed=cfg.seed, lr=cfg.lr, engine=e)
         for e in cfg.engines
     }
     time_pair([ours, theirs, *extra.values()], cfg.warmup, cfg.rounds, cfg.steps)

@@ -140,7 +140,8 @@ def to_markdown(result: BenchResult) -> str:
         "Ratios come from this one run and are never asserted on."
         + (
             f" The {', '.join(engines)} columns are our guide stepped by that "
-            "guide_core.fit engine (the engine that ran, if another, in brackets)."
+            "guide_core.fit engine (the engine that ran, if another, in brackets);"
+            " pyro_jit is Pyro's guide under JitTrace_ELBO."
             if engines
             else ""
         ),

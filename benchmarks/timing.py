@@ -126,6 +126,9 @@ class Runner:
         ``None``: ``SVI.step``. Else a :func:`guide_core.fit` engine
         (``"eager"``, ``"recorded"``, ``"compiled"``, ``"auto"``) steps it; its
         first steps record (and compile), so give it warm-up steps.
+    elbo : type
+        The ELBO class of the ``SVI`` (``JitTrace_ELBO`` for Pyro's own
+        traced step).
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class Runner:
         seed: int = 0,
         lr: float = 0.01,
         engine: str | None = None,
+        elbo: type = Trace_ELBO,
     ) -> None:
         self.case = case
         self.slot = Slot(seed)
@@ -145,7 +149,7 @@ class Runner:
         with self.slot.active():
             try:
                 guide = build_guide(case.model)
-                elbo = Trace_ELBO()
+                elbo = elbo()
                 self.svi = SVI(case.model, guide, Adam({"lr": lr}), elbo)
                 if engine is not None:
                     self.trainer = make_trainer(

@@ -272,3 +272,18 @@ def test_engine_columns_time_our_guide_under_fit_engines(tmp_path: Path) -> None
     assert "| recorded ms/step | eager ms/step | ratio |" in md
     with pytest.raises(ValueError, match="engines must be among"):
         BenchConfig(engines=("fast",)).resolved()
+
+
+def test_the_pyro_jit_column_times_pyros_guide_under_jit_trace_elbo(tmp_path: Path):
+    argv = ["--quick", "--guides", "auto_normal", "--models", "tiny", "--steps", "2"]
+    argv += ["--rounds", "1", "--warmup", "3", "--engines", "pyro_jit"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    (cell,) = json.loads((tmp_path / "bench.json").read_text())["cells"]
+    side = cell["engines"]["pyro_jit"]
+    assert side["error"] is None and _finite_positive(side["ms"])
+    # Pyro's guide on the same data (the traced first call draws differently)
+    assert math.isfinite(side["final_loss"]) and side["ran"] is None
+    assert (
+        "pyro_jit is Pyro's guide under JitTrace_ELBO"
+        in (tmp_path / "bench.md").read_text()
+    )
