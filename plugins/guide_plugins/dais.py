@@ -46,6 +46,7 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.distributions.util import eye_like
 from pyro.nn.module import PyroParam
+from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from guide_core import Capabilities, GuideSpec, hookimpl, init_to_uniform
@@ -286,6 +287,14 @@ class AutoDAIS(AutoContinuous):
         The site is a point mass whose log density is the trajectory's
         ``log p(x, z_K) - log w``, so that the ELBO of this guide is ``log w``.
         """
+        outer = [f.name for f in get_plates() if f.name not in self._prototype.plates]
+        if outer:
+            raise NotImplementedError(
+                f"AutoDAIS runs one trajectory per call, but it is called inside the "
+                f"plate(s) {', '.join(map(repr, outer))} (vectorize_particles=True, "
+                "Predictive(parallel=True) or a plate around model and guide); use "
+                "vectorize_particles=False / parallel=False"
+            )
         z, log_density = self._trajectory(args, kwargs)
         point = dist.Delta(z, log_density=log_density, event_dim=1)
         return pyro.sample(

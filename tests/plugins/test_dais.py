@@ -259,3 +259,16 @@ def test_the_docs_example_runs_with_the_plugin_registered(registered, capsys):
     page = Path(__file__).resolve().parents[2] / "docs" / "families" / "dais.rst"
     exec(_code_block_after(page.read_text(), "\nExample\n"), {})  # noqa: S102
     assert capsys.readouterr().out.strip()
+
+
+def test_vectorized_particles_are_refused_not_shared_by_one_trajectory():
+    """Every particle would get the same trajectory: a wrong ELBO, so an error."""
+
+    def model():
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    guide = AutoDAIS(model, K=2)
+    elbo = pyro.infer.Trace_ELBO(num_particles=3, vectorize_particles=True)
+    with pytest.raises(NotImplementedError, match="one trajectory per call.*vectorize"):
+        elbo.loss(model, guide)
+    assert math.isfinite(pyro.infer.Trace_ELBO(num_particles=3).loss(model, guide))
