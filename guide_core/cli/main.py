@@ -24,6 +24,7 @@ from .. import registry
 from ..registry.checks import accepts, default_init
 from ..registry.errors import RegistryError
 from ..workflow.comparison import Comparison
+from ..workflow.distributed import DistributedError, is_main_process
 from ..workflow.engines.choose import ENGINES
 from .examples import EXAMPLES
 from .inputs import UsageError, check_model, load_data, load_model
@@ -154,8 +155,12 @@ def _fit_command(args: argparse.Namespace) -> int:
     if args.guide != "auto":
         registry.info(args.guide)  # unknown names fail before any work
     check_report(args)
-    print(f"fitting {args.guide} to {label}")
-    result = _fit(args.guide, problem, args, progress=not args.quiet)
+    main = is_main_process()  # under torchrun only rank 0 talks and saves
+    if main:
+        print(f"fitting {args.guide} to {label}")
+    result = _fit(args.guide, problem, args, progress=not args.quiet and main)
+    if not main:
+        return 0
     state = "converged" if result.converged else "stopped"
     if result.interrupted:
         state = "interrupted (what was learned is kept)"
@@ -282,6 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).splitlines()[0]
         print(f"guide-core: error: {message}", file=sys.stderr)
         return 2
+    except DistributedError as exc:
+        if args.debug:
+            raise
+        print(f"guide-core: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("guide-core: interrupted", file=sys.stderr)
         return 130
