@@ -7,6 +7,7 @@ the test checks to ``OUT/rank<R>.pt``.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -84,11 +85,32 @@ def main(case: str, out: Path) -> None:
             scale.append(pyro.param("AutoNormal.scales.mu").item())
         outcome = {"loc": sum(loc) / len(loc), "scale": sum(scale) / len(scale)}
     elif case == "speed":
-        model, args = regression, regression_data(10_000)
+        batch = int(os.environ.get("BATCH", "100"))
+        model = functools.partial(regression, batch=batch)
+        args = regression_data(10_000)
         guide = guide_core.registry.make("auto_normal", model)
-        guide_core.fit(model, guide, *args, steps=20, **kw)  # warm up
-        result = guide_core.fit(model, guide, *args, steps=300, **kw)
-        outcome = {"ms": result.ms_per_step, "reason": result.engine_reason}
+        from guide_core.workflow.distributed import ProcessGroup
+
+        spent = [0.0]
+        average = ProcessGroup.average
+
+        def timed(self, *args, **kwargs):  # time the all-reduce of each step
+            start = time.perf_counter()
+            try:
+                return average(self, *args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        ProcessGroup.average = timed
+        engine = "eager"
+        guide_core.fit(model, guide, *args, steps=20, engine=engine, **kw)  # warm up
+        spent[0] = 0.0
+        result = guide_core.fit(model, guide, *args, steps=300, engine=engine, **kw)
+        outcome = {
+            "ms": result.ms_per_step,
+            "reduce_ms": 1000 * spent[0] / result.steps,
+            "reason": result.engine_reason,
+        }
     elif case == "dying":
         os.environ["GUIDE_CORE_DIST_TIMEOUT"] = "20"
         guide = guide_core.registry.make("auto_normal", dying)
