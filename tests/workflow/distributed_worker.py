@@ -11,6 +11,7 @@ import functools
 import os
 import sys
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -67,8 +68,17 @@ def main(case: str, out: Path) -> None:
     if case == "same":
         model, args = regression, regression_data()
         guide = guide_core.registry.make("auto_normal", model)
-        result = guide_core.fit(model, guide, *args, steps=40, **kw)
-        outcome = {"params": params(), "losses": result.losses}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = guide_core.fit(
+                model, guide, *args, steps=40, engine="recorded", **kw
+            )
+        outcome = {
+            "params": params(),
+            "losses": result.losses,
+            "reason": result.engine_reason,
+            "warnings": [str(w.message) for w in caught],
+        }
     elif case == "posterior":
         if "WORLD_SIZE" in os.environ:  # a group the user made: fit keeps it
             torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=30))

@@ -105,6 +105,9 @@ def test_parameters_are_bitwise_equal_on_both_ranks(tmp_path):
         assert torch.equal(value, second["params"][name]), name
     assert first["losses"] == second["losses"]  # the all-reduced mean on both
     assert len(first["losses"]) == 40
+    # the recorded engine does not run distributed yet: eager, with the reason
+    assert "recorded engine does not run distributed yet" in first["reason"]
+    assert any("runs eager" in w for w in first["warnings"])
 
 
 def test_two_processes_reach_the_posterior_of_one(tmp_path):
