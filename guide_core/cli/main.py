@@ -112,7 +112,6 @@ def _default_guides() -> list[str]:
 
 
 def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) -> Any:
-    from ..workflow.fitting import fit
 
     model, model_args, model_kwargs, _ = problem
     pyro.clear_param_store()
@@ -123,6 +122,23 @@ def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) ->
     if init and name != "auto" and _takes_init(name):
         kwargs["init_loc_fn"] = init
     guide = registry.make(name, model, **kwargs)
+    try:
+        return _run_fit(model, guide, model_args, model_kwargs, args, progress)
+    except DistributedError as exc:
+        exc.guide = guide  # what was learned up to the last completed step
+        raise
+
+
+def _run_fit(
+    model: Callable,
+    guide: Any,
+    model_args: tuple,
+    model_kwargs: dict[str, Any],
+    args: argparse.Namespace,
+    progress: bool,
+) -> Any:
+    from ..workflow.fitting import fit
+
     return fit(
         model,
         guide,
@@ -158,7 +174,15 @@ def _fit_command(args: argparse.Namespace) -> int:
     main = is_main_process()  # under torchrun only rank 0 talks and saves
     if main:
         print(f"fitting {args.guide} to {label}")
-    result = _fit(args.guide, problem, args, progress=not args.quiet and main)
+    try:
+        result = _fit(args.guide, problem, args, progress=not args.quiet and main)
+    except DistributedError as exc:
+        if args.save and main and getattr(exc, "guide", None) is not None:
+            from ..workflow.persist import save
+
+            save(exc.guide, args.save)  # a peer was lost: keep what rank 0 had
+            print(f"saved what was learned up to step {exc.step - 1} to {args.save}")
+        raise
     if not main:
         return 0
     state = "converged" if result.converged else "stopped"

@@ -45,16 +45,15 @@ def _free_port() -> int:
 
 
 def _launch(
-    case: str, out: Path, world_size: int = 2
+    case: str, out: Path, world_size: int = 2, cmd: list[str] | None = None
 ) -> list[subprocess.CompletedProcess]:
-    """Run the worker on ``world_size`` ranks (one plain process for 1)."""
+    """Run the worker (or ``cmd``) on ``world_size`` ranks (one plain process for 1)."""
+    cmd = cmd or [sys.executable, str(WORKER), case, str(out)]
     if world_size == 1:
-        cmd = [sys.executable, str(WORKER), case, str(out)]
-        return [
-            subprocess.run(
-                cmd, env=_env(), capture_output=True, text=True, timeout=LIMIT
-            )
-        ]
+        run = subprocess.run(
+            cmd, env=_env(), capture_output=True, text=True, timeout=LIMIT
+        )
+        return [run]
     port = str(_free_port())
     procs = []
     for rank in range(world_size):
@@ -67,8 +66,9 @@ def _launch(
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, str(WORKER), case, str(out)],
+                cmd,
                 env=env,
+                cwd=out,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -78,9 +78,8 @@ def _launch(
     deadline = time.monotonic() + LIMIT
     try:
         for proc in procs:
-            stdout, stderr = proc.communicate(
-                timeout=max(1.0, deadline - time.monotonic())
-            )
+            left = max(1.0, deadline - time.monotonic())
+            stdout, stderr = proc.communicate(timeout=left)
             done.append(
                 subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
             )
@@ -141,43 +140,39 @@ def test_a_rank_that_dies_stops_the_other_with_a_clear_error(tmp_path):
     assert all(v.isfinite().all() for v in kept["params"].values())
 
 
-def test_the_cli_under_torchrun_talks_and_saves_on_rank_0_only(tmp_path):
-    model = tmp_path / "my_model.py"
-    model.write_text(
-        "import pyro, pyro.distributions as dist\n"
+def _model_file(tmp_path: Path, die_at: int = 0) -> tuple[str, str]:
+    """A model file (rank 1 exits on call ``die_at`` if set) and its data."""
+    import numpy as np
+
+    (tmp_path / "my_model.py").write_text(
+        "import os, pyro, pyro.distributions as dist\n"
+        "CALLS = [0]\n"
         "def model(x):\n"
+        "    CALLS[0] += 1\n"
+        f"    if os.environ.get('RANK') == '1' and CALLS[0] == {die_at}:\n"
+        "        os._exit(1)\n"
         "    mu = pyro.sample('mu', dist.Normal(0.0, 10.0))\n"
         "    with pyro.plate('data', x.shape[0], subsample_size=50) as idx:\n"
         "        pyro.sample('obs', dist.Normal(mu, 1.0), obs=x[idx])\n"
     )
-    import numpy as np
-
     np.savez(tmp_path / "data.npz", x=np.random.default_rng(0).normal(2.0, 1.0, 400))
+    return f"{tmp_path / 'my_model.py'}:model", str(tmp_path / "data.npz")
+
+
+def _cli(spec: str, data: str, save: Path, steps: int) -> list[str]:
+    return [
+        *("-m", "guide_core", "fit", spec, "--data", data, "--steps", str(steps)),
+        *("--no-khat", "--num-samples", "50", "--quiet", "--save", str(save)),
+    ]
+
+
+def test_the_cli_under_torchrun_talks_and_saves_on_rank_0_only(tmp_path):
+    spec, data = _model_file(tmp_path)
     port = str(_free_port())
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        port,
-        "-m",
-        "guide_core",
-        "fit",
-        f"{model}:model",
-        "--data",
-        str(tmp_path / "data.npz"),
-        "--steps",
-        "100",
-        "--no-khat",
-        "--num-samples",
-        "50",
-        "--quiet",
-        "--save",
-        str(tmp_path / "fit.pt"),
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"),
+        *("--master-addr", "127.0.0.1", "--master-port", port),
+        *_cli(spec, data, tmp_path / "fit.pt", steps=100),
     ]
     run = subprocess.run(
         cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=LIMIT
@@ -186,6 +181,19 @@ def test_the_cli_under_torchrun_talks_and_saves_on_rank_0_only(tmp_path):
     assert run.stdout.count("fitting auto_normal to") == 1
     assert run.stdout.count("saved to") == 1
     assert "distributed over 2 processes (gloo)" in run.stdout
+    assert (tmp_path / "fit.pt").is_file()
+
+
+def test_the_cli_keeps_what_rank_0_learned_when_a_peer_dies(tmp_path):
+    spec, data = _model_file(tmp_path, die_at=30)
+    cmd = [sys.executable, *_cli(spec, data, tmp_path / "fit.pt", steps=300)]
+    first, second = _launch("", tmp_path, cmd=cmd)
+    assert second.returncode == 1 and second.stdout == ""
+    assert first.returncode == 1
+    error = first.stderr.strip().splitlines()[-1]
+    assert error.startswith("guide-core: error: rank 0 of 2:"), first.stderr[-2000:]
+    assert "a peer was lost" in error
+    assert "saved what was learned up to step" in first.stdout
     assert (tmp_path / "fit.pt").is_file()
 
 
