@@ -256,16 +256,21 @@ def fit(
     svi = SVI(model, guide, _check_optim(optim), loss)
     group = _dist.join(distributed)
     main = group is None or group.rank == 0
-    trainer = make_trainer(
-        engine,
-        svi,
-        loss,
-        args,
-        kwargs,
-        steps=steps,
-        check_every=check_every,
-        group=group,
-    )
+    try:
+        trainer = make_trainer(
+            engine,
+            svi,
+            loss,
+            args,
+            kwargs,
+            steps=steps,
+            check_every=check_every,
+            group=group,
+        )
+    except BaseException:
+        if group is not None:
+            group.close()
+        raise
     buffer_size = max(2, steps // (10 * window))
     losses: list[float] = []
     changes: list[float] = []

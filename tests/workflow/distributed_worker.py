@@ -42,6 +42,15 @@ def dying(x: torch.Tensor, y: torch.Tensor) -> None:
     regression(x, y)
 
 
+def stalling(x: torch.Tensor, y: torch.Tensor) -> None:
+    """The regression, except that rank 1 stops answering on its 20th call."""
+    CALLS[0] += 1
+    if RANK == 1 and CALLS[0] == 20:
+        time.sleep(10)
+        os._exit(1)
+    regression(x, y)
+
+
 def conjugate(x: torch.Tensor) -> None:
     """``mu ~ N(0, 10)``, ``x_i ~ N(mu, 1)``, 100 of 1000 points a step."""
     mu = pyro.sample("mu", dist.Normal(0.0, 10.0))
@@ -121,12 +130,13 @@ def main(case: str, out: Path) -> None:
             "reduce_ms": 1000 * spent[0] / result.steps,
             "reason": result.engine_reason,
         }
-    elif case == "dying":
-        os.environ["GUIDE_CORE_DIST_TIMEOUT"] = "20"
-        guide = guide_core.registry.make("auto_normal", dying)
+    elif case in ("dying", "stalling"):
+        os.environ["GUIDE_CORE_DIST_TIMEOUT"] = "20" if case == "dying" else "3"
+        model = dying if case == "dying" else stalling
+        guide = guide_core.registry.make("auto_normal", model)
         start = time.perf_counter()
         try:
-            guide_core.fit(dying, guide, *regression_data(), steps=200, **kw)
+            guide_core.fit(model, guide, *regression_data(), steps=200, **kw)
         except DistributedError as exc:
             outcome = {"error": str(exc), "step": exc.step, "params": params()}
             outcome["seconds"] = time.perf_counter() - start

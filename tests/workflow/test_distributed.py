@@ -140,6 +140,15 @@ def test_a_rank_that_dies_stops_the_other_with_a_clear_error(tmp_path):
     assert all(v.isfinite().all() for v in kept["params"].values())
 
 
+def test_a_rank_that_stops_answering_is_an_error_within_the_timeout(tmp_path):
+    runs = _launch("stalling", tmp_path)  # rank 1 sleeps 10 s; the timeout is 3 s
+    assert runs[0].returncode != 0
+    kept = torch.load(tmp_path / "rank0.pt")
+    assert kept["error"].startswith("rank 0 of 2:")
+    assert "did not answer within 3 s" in kept["error"]
+    assert kept["seconds"] < 10  # the timeout, not the peer's sleep
+
+
 def _model_file(tmp_path: Path, die_at: int = 0) -> tuple[str, str]:
     """A model file (rank 1 exits on call ``die_at`` if set) and its data."""
     import numpy as np
