@@ -218,7 +218,9 @@ class ProcessGroup:
         return mean_loss
 
     def close(self) -> None:
-        """Destroy the process group if :func:`join` created it."""
+        """Destroy the process group if :func:`join` created it (after a failure:
+        a finished fit keeps it for the next one, as re-joining races the old
+        store)."""
         if self.owned and dist.is_initialized():
             try:
                 dist.destroy_process_group()

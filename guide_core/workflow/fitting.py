@@ -209,13 +209,14 @@ def fit(
         (default): when launched by ``torchrun`` with 2+ processes (or the
         process group is already initialised with 2+ ranks). The process
         group is joined if needed (gloo on CPU, NCCL on CUDA, with a timeout
-        of ``GUIDE_CORE_DIST_TIMEOUT`` seconds, default 120) and left again
-        at the end. Every rank starts from rank 0's parameters, takes its own
-        disjoint share of each subsampled plate's subsample (whose size must
-        be divisible by the number of ranks), and the gradients are averaged
-        with one all-reduce per step, so the parameters stay identical; the
-        losses are the ranks' mean. Only rank 0 shows progress and computes
-        the k-hat. The step runs eager.
+        of ``GUIDE_CORE_DIST_TIMEOUT`` seconds, default 120); it stays joined
+        for the next fit, and is left when a fit fails or is interrupted (so
+        the peers stop at once). Every rank starts from rank 0's parameters,
+        takes its own disjoint share of each subsampled plate's subsample
+        (whose size must be divisible by the number of ranks), and the
+        gradients are averaged with one all-reduce per step, so the
+        parameters stay identical; the losses are the ranks' mean. Only rank
+        0 shows progress and computes the k-hat. The step runs eager.
 
     Returns
     -------
@@ -278,6 +279,7 @@ def fit(
     bar = progress_bar(total=steps, enabled=progress and main, desc=_desc(trainer))
     trainer.on_change = lambda: bar.set_description_str(_desc(trainer), refresh=False)
     start = time.perf_counter()
+    finished = False  # a group stays joined for the next fit unless this one failed
     try:
         for number in range(1, steps + 1):
             rng = torch.get_rng_state()
@@ -295,6 +297,7 @@ def fit(
                 ):
                     converged = True
                     break
+        finished = True
     except KeyboardInterrupt:
         interrupted = True
         trainer.zero_grads()
@@ -310,8 +313,8 @@ def fit(
     finally:
         seconds = time.perf_counter() - start
         bar.close()
-        if group is not None:
-            group.close()
+        if group is not None and not finished:
+            group.close()  # the peers see the closed connections at once
     done = len(losses)
     result = FitResult(
         guide=guide,
