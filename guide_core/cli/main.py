@@ -24,6 +24,7 @@ from .. import registry
 from ..registry.checks import accepts, default_init
 from ..registry.errors import RegistryError
 from ..workflow.comparison import Comparison
+from ..workflow.distributed import DistributedError, is_main_process
 from ..workflow.engines.choose import ENGINES
 from .examples import EXAMPLES
 from .inputs import UsageError, check_model, load_data, load_model
@@ -111,7 +112,6 @@ def _default_guides() -> list[str]:
 
 
 def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) -> Any:
-    from ..workflow.fitting import fit
 
     model, model_args, model_kwargs, _ = problem
     pyro.clear_param_store()
@@ -122,6 +122,23 @@ def _fit(name: str, problem: tuple, args: argparse.Namespace, progress: bool) ->
     if init and name != "auto" and _takes_init(name):
         kwargs["init_loc_fn"] = init
     guide = registry.make(name, model, **kwargs)
+    try:
+        return _run_fit(model, guide, model_args, model_kwargs, args, progress)
+    except DistributedError as exc:
+        exc.guide = guide  # what was learned up to the last completed step
+        raise
+
+
+def _run_fit(
+    model: Callable,
+    guide: Any,
+    model_args: tuple,
+    model_kwargs: dict[str, Any],
+    args: argparse.Namespace,
+    progress: bool,
+) -> Any:
+    from ..workflow.fitting import fit
+
     return fit(
         model,
         guide,
@@ -154,8 +171,20 @@ def _fit_command(args: argparse.Namespace) -> int:
     if args.guide != "auto":
         registry.info(args.guide)  # unknown names fail before any work
     check_report(args)
-    print(f"fitting {args.guide} to {label}")
-    result = _fit(args.guide, problem, args, progress=not args.quiet)
+    main = is_main_process()  # under torchrun only rank 0 talks and saves
+    if main:
+        print(f"fitting {args.guide} to {label}")
+    try:
+        result = _fit(args.guide, problem, args, progress=not args.quiet and main)
+    except DistributedError as exc:
+        if args.save and main and getattr(exc, "guide", None) is not None:
+            from ..workflow.persist import save
+
+            save(exc.guide, args.save)  # a peer was lost: keep what rank 0 had
+            print(f"saved what was learned up to step {exc.step - 1} to {args.save}")
+        raise
+    if not main:
+        return 0
     state = "converged" if result.converged else "stopped"
     if result.interrupted:
         state = "interrupted (what was learned is kept)"
@@ -282,6 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc).splitlines()[0]
         print(f"guide-core: error: {message}", file=sys.stderr)
         return 2
+    except DistributedError as exc:
+        if args.debug:
+            raise
+        print(f"guide-core: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("guide-core: interrupted", file=sys.stderr)
         return 130

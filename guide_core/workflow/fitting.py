@@ -22,6 +22,7 @@ import pyro.optim
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
+from . import distributed as _dist
 from .diagnostics import MIN_SAMPLES, KHat, find_nonfinite, psis_khat
 from .engines import BadStep, check_engine, make_trainer
 from .progress import progress_bar
@@ -80,6 +81,8 @@ class FitResult:
     engine_reason : str
         Why that engine (for ``"auto"``, the sums; for a fallback to eager,
         what could not be recorded or differed from eager).
+    world_size : int
+        The processes that fitted together (1 when not distributed).
     """
 
     guide: Any = attrs.field(repr=lambda g: type(g).__name__)
@@ -92,6 +95,7 @@ class FitResult:
     khat: KHat | None = None
     engine: str = "eager"
     engine_reason: str = ""
+    world_size: int = 1
 
 
 def _check_int(name: str, value: Any, minimum: int, example: str) -> int:
@@ -144,6 +148,7 @@ def fit(
     seed: int | None = None,
     engine: str = "auto",
     check_every: int | None = None,
+    distributed: bool | None = None,
     **kwargs: Any,
 ) -> FitResult:
     """Fit ``guide`` to ``model`` by stochastic variational inference.
@@ -199,6 +204,19 @@ def fit(
     check_every : int, optional
         Also check the recorded step against eager every this many steps
         (a debugging aid; a mismatch switches to eager with a warning).
+    distributed : bool or None
+        Fit data-parallel over the ranks of ``torch.distributed``. ``None``
+        (default): when launched by ``torchrun`` with 2+ processes (or the
+        process group is already initialised with 2+ ranks). The process
+        group is joined if needed (gloo on CPU, NCCL on CUDA, with a timeout
+        of ``GUIDE_CORE_DIST_TIMEOUT`` seconds, default 120); it stays joined
+        for the next fit, and is left when a fit fails or is interrupted (so
+        the peers stop at once). Every rank starts from rank 0's parameters,
+        takes its own disjoint share of each subsampled plate's subsample
+        (whose size must be divisible by the number of ranks), and the
+        gradients are averaged with one all-reduce per step, so the
+        parameters stay identical; the losses are the ranks' mean. Only rank
+        0 shows progress and computes the k-hat. The step runs eager.
 
     Returns
     -------
@@ -213,6 +231,9 @@ def fit(
     NonFiniteLossError
         If a loss or gradient is NaN or infinite; the message names the step
         and, where one is found, the site. The failing step is not applied.
+    guide_core.workflow.distributed.DistributedError
+        If a peer of a distributed fit was lost or did not answer within the
+        timeout; the message names this rank, the step and the cause.
     """
     if not callable(model):
         raise TypeError(f"'model' must be a Pyro model (callable): {model!r}")
@@ -234,16 +255,31 @@ def fit(
         pyro.set_rng_seed(seed)
     loss = Trace_ELBO() if loss is None else loss
     svi = SVI(model, guide, _check_optim(optim), loss)
-    trainer = make_trainer(
-        engine, svi, loss, args, kwargs, steps=steps, check_every=check_every
-    )
+    group = _dist.join(distributed)
+    main = group is None or group.rank == 0
+    try:
+        trainer = make_trainer(
+            engine,
+            svi,
+            loss,
+            args,
+            kwargs,
+            steps=steps,
+            check_every=check_every,
+            group=group,
+        )
+    except BaseException:
+        if group is not None:
+            group.close()
+        raise
     buffer_size = max(2, steps // (10 * window))
     losses: list[float] = []
     changes: list[float] = []
     converged = interrupted = False
-    bar = progress_bar(total=steps, enabled=progress, desc=_desc(trainer))
+    bar = progress_bar(total=steps, enabled=progress and main, desc=_desc(trainer))
     trainer.on_change = lambda: bar.set_description_str(_desc(trainer), refresh=False)
     start = time.perf_counter()
+    finished = False  # a group stays joined for the next fit unless this one failed
     try:
         for number in range(1, steps + 1):
             rng = torch.get_rng_state()
@@ -261,6 +297,7 @@ def fit(
                 ):
                     converged = True
                     break
+        finished = True
     except KeyboardInterrupt:
         interrupted = True
         trainer.zero_grads()
@@ -276,6 +313,8 @@ def fit(
     finally:
         seconds = time.perf_counter() - start
         bar.close()
+        if group is not None and not finished:
+            group.close()  # the peers see the closed connections at once
     done = len(losses)
     result = FitResult(
         guide=guide,
@@ -287,8 +326,9 @@ def fit(
         ms_per_step=1000.0 * seconds / done if done else math.nan,
         engine=trainer.engine,
         engine_reason=trainer.reason,
+        world_size=1 if group is None else group.world_size,
     )
-    if khat and not interrupted and done:
+    if khat and not interrupted and done and main:
         result = attrs.evolve(
             result, khat=_khat(model, guide, args, kwargs, khat_samples)
         )

@@ -14,6 +14,8 @@ from typing import Any
 
 from pyro.infer import SVI
 
+from ..distributed import ProcessGroup
+from .distributed import DistributedTrainer
 from .eager import EagerTrainer
 from .losses import LossFn, NotRecordable, recordable_loss
 from .optim import MappedOptimizer, NotMappable, map_optimizer
@@ -61,6 +63,7 @@ def make_trainer(
     *,
     steps: int,
     check_every: int | None = None,
+    group: ProcessGroup | None = None,
 ) -> EagerTrainer | RecordedTrainer:
     """The trainer that runs ``engine``'s steps (an eager one when it must).
 
@@ -77,12 +80,27 @@ def make_trainer(
         The planned steps.
     check_every : int or None
         Check the recorded step against eager every this many steps too.
+    group : ProcessGroup or None
+        The ranks of a distributed fit: the step runs eager on each rank's
+        share of the subsamples (the recorded engine does not run
+        distributed yet; asking for it warns).
 
     Returns
     -------
     EagerTrainer or RecordedTrainer
         Its ``engine`` and ``reason`` say what runs and why.
     """
+    if group is not None:
+        reason = group.describe()
+        if engine not in ("auto", "eager"):
+            warnings.warn(
+                f"guide_core.fit runs eager: the {engine} engine does not run "
+                "distributed yet",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            reason += f"; the {engine} engine does not run distributed yet"
+        return DistributedTrainer(svi, args, kwargs, group, reason=reason)
     if engine == "eager":
         return EagerTrainer(svi, args, kwargs, reason="asked for")
     loss_fn, optimizer, why_not = plan(elbo, svi.optim)

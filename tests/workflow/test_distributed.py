@@ -1,0 +1,247 @@
+"""``fit(distributed=...)`` over 2 processes on localhost (gloo).
+
+Each rank is a subprocess given the environment ``torchrun`` sets; the worker
+is ``distributed_worker.py``. Every launch has a timeout, and so has the
+process group, so a lost rank is an error, never a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from guide_core.workflow.distributed import join, launched_by_torchrun
+from guide_core.workflow.engines.distributed import local_size
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+WORKER = HERE / "distributed_worker.py"
+LIMIT = 90  # seconds any launch may take
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _TORCHRUN}
+    paths = [str(ROOT), str(ROOT / "plugins"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env["OMP_NUM_THREADS"] = "1"
+    env.update(extra)
+    return env
+
+
+_TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(
+    case: str, out: Path, world_size: int = 2, cmd: list[str] | None = None
+) -> list[subprocess.CompletedProcess]:
+    """Run the worker (or ``cmd``) on ``world_size`` ranks (one plain process for 1)."""
+    cmd = cmd or [sys.executable, str(WORKER), case, str(out)]
+    if world_size == 1:
+        run = subprocess.run(
+            cmd, env=_env(), capture_output=True, text=True, timeout=LIMIT
+        )
+        return [run]
+    port = str(_free_port())
+    procs = []
+    for rank in range(world_size):
+        env = _env(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(world_size),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+        )
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=out,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    done = []
+    deadline = time.monotonic() + LIMIT
+    try:
+        for proc in procs:
+            left = max(1.0, deadline - time.monotonic())
+            stdout, stderr = proc.communicate(timeout=left)
+            done.append(
+                subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+            )
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    return done
+
+
+def _ok(runs: list[subprocess.CompletedProcess]) -> None:
+    for rank, run in enumerate(runs):
+        assert run.returncode == 0, f"rank {rank} failed:\n{run.stderr[-3000:]}"
+
+
+def test_parameters_are_bitwise_equal_on_both_ranks(tmp_path):
+    _ok(_launch("same", tmp_path))
+    first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert first["params"].keys() == second["params"].keys() and first["params"]
+    for name, value in first["params"].items():
+        assert torch.equal(value, second["params"][name]), name
+    assert first["losses"] == second["losses"]  # the all-reduced mean on both
+    assert len(first["losses"]) == 40
+    # the recorded engine does not run distributed yet: eager, with the reason
+    assert "recorded engine does not run distributed yet" in first["reason"]
+    assert any("runs eager" in w for w in first["warnings"])
+
+
+def test_two_processes_reach_the_posterior_of_one(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    _ok(_launch("posterior", one, world_size=1))
+    _ok(_launch("posterior", two))
+    x = 3.0 + torch.randn(1000, generator=torch.Generator().manual_seed(1))
+    precision = 1000 + 1 / 100
+    exact_loc, exact_scale = float(x.sum()) / precision, precision**-0.5
+    single = torch.load(one / "rank0.pt")
+    ranks = [torch.load(two / f"rank{r}.pt") for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    for got in (single, ranks[0]):
+        assert abs(got["loc"] - exact_loc) < 3 * exact_scale, got
+        assert 0.5 * exact_scale < got["scale"] < 2.0 * exact_scale, got
+    assert abs(single["loc"] - ranks[0]["loc"]) < 3 * exact_scale
+
+
+def test_a_rank_that_dies_stops_the_other_with_a_clear_error(tmp_path):
+    start = time.monotonic()
+    runs = _launch("dying", tmp_path)
+    assert time.monotonic() - start < LIMIT
+    assert runs[1].returncode == 1
+    assert runs[0].returncode != 0
+    assert "DistributedError" in runs[0].stderr
+    kept = torch.load(tmp_path / "rank0.pt")
+    assert kept["error"].startswith("rank 0 of 2:") and "peer was lost" in kept["error"]
+    assert kept["seconds"] < 30  # well within the 20 s timeout plus the steps
+    assert 10 <= kept["step"] <= 25  # rank 1 died on its 20th model call
+    assert all(v.isfinite().all() for v in kept["params"].values())
+
+
+def test_a_rank_that_stops_answering_is_an_error_within_the_timeout(tmp_path):
+    runs = _launch("stalling", tmp_path)  # rank 1 sleeps 10 s; the timeout is 3 s
+    assert runs[0].returncode != 0
+    kept = torch.load(tmp_path / "rank0.pt")
+    assert kept["error"].startswith("rank 0 of 2:")
+    assert "did not answer within 3 s" in kept["error"]
+    assert kept["seconds"] < 10  # the timeout, not the peer's sleep
+
+
+def _model_file(tmp_path: Path, die_at: int = 0) -> tuple[str, str]:
+    """A model file (rank 1 exits on call ``die_at`` if set) and its data."""
+    import numpy as np
+
+    (tmp_path / "my_model.py").write_text(
+        "import os, pyro, pyro.distributions as dist\n"
+        "CALLS = [0]\n"
+        "def model(x):\n"
+        "    CALLS[0] += 1\n"
+        f"    if os.environ.get('RANK') == '1' and CALLS[0] == {die_at}:\n"
+        "        os._exit(1)\n"
+        "    mu = pyro.sample('mu', dist.Normal(0.0, 10.0))\n"
+        "    with pyro.plate('data', x.shape[0], subsample_size=50) as idx:\n"
+        "        pyro.sample('obs', dist.Normal(mu, 1.0), obs=x[idx])\n"
+    )
+    np.savez(tmp_path / "data.npz", x=np.random.default_rng(0).normal(2.0, 1.0, 400))
+    return f"{tmp_path / 'my_model.py'}:model", str(tmp_path / "data.npz")
+
+
+def _cli(spec: str, data: str, save: Path, steps: int) -> list[str]:
+    return [
+        *("-m", "guide_core", "fit", spec, "--data", data, "--steps", str(steps)),
+        *("--no-khat", "--num-samples", "50", "--quiet", "--save", str(save)),
+    ]
+
+
+def test_the_cli_under_torchrun_talks_and_saves_on_rank_0_only(tmp_path):
+    spec, data = _model_file(tmp_path)
+    port = str(_free_port())
+    cmd = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"),
+        *("--master-addr", "127.0.0.1", "--master-port", port),
+        *_cli(spec, data, tmp_path / "fit.pt", steps=100),
+    ]
+    run = subprocess.run(
+        cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=LIMIT
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("fitting auto_normal to") == 1
+    assert run.stdout.count("saved to") == 1
+    assert "distributed over 2 processes (gloo)" in run.stdout
+    assert (tmp_path / "fit.pt").is_file()
+
+
+def test_the_cli_keeps_what_rank_0_learned_when_a_peer_dies(tmp_path):
+    spec, data = _model_file(tmp_path, die_at=30)
+    cmd = [sys.executable, *_cli(spec, data, tmp_path / "fit.pt", steps=300)]
+    first, second = _launch("", tmp_path, cmd=cmd)
+    assert second.returncode == 1 and second.stdout == ""
+    assert first.returncode == 1
+    error = first.stderr.strip().splitlines()[-1]
+    assert error.startswith("guide-core: error: rank 0 of 2:"), first.stderr[-2000:]
+    assert "a peer was lost" in error
+    assert "saved what was learned up to step" in first.stdout
+    assert (tmp_path / "fit.pt").is_file()
+
+
+def test_off_without_torchrun_and_the_share_must_divide(monkeypatch):
+    for name in _TORCHRUN:
+        monkeypatch.delenv(name, raising=False)
+    assert not launched_by_torchrun()
+    assert join(None) is None and join(False) is None
+    with pytest.raises(RuntimeError, match="needs torchrun"):
+        join(True)
+    with pytest.raises(TypeError):
+        join("yes")
+    assert local_size("data", 1000, 100, 2) == 50
+    with pytest.raises(ValueError, match="plate 'data': subsample_size=101"):
+        local_size("data", 1000, 101, 2)
+
+
+def test_the_ranks_shares_are_disjoint_and_make_one_global_subsample():
+    import pyro
+    from pyro import poutine
+
+    from guide_core.workflow.engines.distributed import (
+        ShareSubsamples,
+        split_subsamples,
+    )
+
+    def model():
+        with pyro.plate("data", 1000, subsample_size=100) as idx:
+            pass
+        with pyro.plate("groups", 3):  # not subsampled: whole on every rank
+            pass
+        return idx
+
+    shares = []
+    for rank in range(2):
+        generator = torch.Generator().manual_seed(7)
+        with split_subsamples(2), ShareSubsamples(rank, 2, generator):
+            trace = poutine.trace(model).get_trace()
+        shares.append(trace.nodes["_RETURN"]["value"])
+        assert trace.nodes["groups"]["value"].tolist() == [0, 1, 2]
+    assert [len(s) for s in shares] == [50, 50]
+    assert len(set(torch.cat(shares).tolist())) == 100
