@@ -14,6 +14,7 @@ from guide_plugins.batched import (
     AutoBatchedMultivariateNormal,
 )
 from guide_plugins.continuous import AutoMultivariateNormal
+from plugin_helpers import family_registered
 from pyro import poutine
 from pyro.infer import JitTrace_ELBO, Trace_ELBO
 
@@ -252,16 +253,8 @@ def test_no_flat_transform_for_neutra():
 
 @pytest.fixture
 def registered():
-    """The family through its entry point, or in-process where the installed
-    metadata predates it."""
-    if "auto_batched_multivariate_normal" in registry.names():
+    with family_registered(batched, "auto_batched_multivariate_normal"):
         yield
-        return
-    name = registry.register(batched, name="batched_test")
-    try:
-        yield
-    finally:
-        registry.unregister(name)
 
 
 def test_registered_names_and_capabilities(registered):

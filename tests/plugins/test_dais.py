@@ -10,6 +10,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from guide_plugins.dais import AutoDAIS
+from plugin_helpers import family_registered
 from pyro.infer import Trace_ELBO
 
 from guide_core import init_to_median, registry
@@ -228,16 +229,8 @@ def test_bad_arguments(kwargs, message):
 
 @pytest.fixture
 def registered():
-    """The family through its entry point, or in-process where the installed
-    metadata predates it."""
-    if "auto_dais" in registry.names():
+    with family_registered(dais, "auto_dais"):
         yield
-        return
-    name = registry.register(dais, name="dais_test")
-    try:
-        yield
-    finally:
-        registry.unregister(name)
 
 
 def test_registered_name_and_capabilities(registered):
