@@ -24,6 +24,7 @@ from pyro import poutine
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from .losses import LossFn, NotRecordable
+from .simplify import simplify
 
 __all__ = ["StepProgram", "record", "signature", "split_args"]
 
@@ -193,4 +194,4 @@ def record(
     extra = sorted(seen - set(names))
     if extra:
         raise NotRecordable(f"the step uses params it was not given: {extra}")
-    return StepProgram(graph, tuple(used)), time.perf_counter() - start
+    return StepProgram(simplify(graph), tuple(used)), time.perf_counter() - start
