@@ -222,9 +222,40 @@ def test_per_param_optim_args_become_groups_with_pyros_settings():
     mapped.add(params.values())
     groups = mapped.torch_optimizer.param_groups
     assert sorted(g["lr"] for g in groups) == [0.01, 0.1]
-    assert all(g["foreach"] for g in groups)
+    assert all(g["fused"] for g in groups)  # Adam's one kernel, every group
     by_lr = {g["lr"]: {id(p) for p in g["params"]} for g in groups}
     assert by_lr[0.1] == {id(p) for n, p in params.items() if "loc" in n}
+
+
+@pytest.mark.parametrize(
+    "optim",
+    [
+        lambda: pyro.optim.Adam({"lr": 0.05, "betas": (0.8, 0.9), "weight_decay": 0.1}),
+        lambda: pyro.optim.AdamW({"lr": 0.05, "amsgrad": True}),
+        lambda: pyro.optim.SGD({"lr": 0.01, "momentum": 0.9}),
+    ],
+)
+def test_the_one_optimizer_is_pyros_per_param_update(optim):
+    """Bit for bit with multi-tensor kernels; to rounding with Adam's fused one."""
+    torch.manual_seed(0)
+    shapes = [(), (3,), (2, 2)]
+    mine = [torch.randn(s, requires_grad=True) for s in shapes]
+    pyros = [p.detach().clone().requires_grad_() for p in mine]
+    mapped, reference = map_optimizer(optim()), optim()
+    for _ in range(30):
+        grads = [torch.randn(s) for s in shapes]
+        for p, q, g in zip(mine, pyros, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        mapped.step(mine)
+        reference(pyros)
+        for q in pyros:
+            q.grad = None
+    fused = mapped.torch_optimizer.defaults.get("fused")
+    for p, q in zip(mine, pyros):
+        if fused:
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+        else:
+            assert torch.equal(p, q)
 
 
 def test_a_shape_change_records_again():

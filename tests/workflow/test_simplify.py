@@ -134,3 +134,28 @@ def test_an_output_never_shares_memory_with_the_program_or_an_input():
         out.mul_(0.0)  # an optimizer may clip a gradient in place
     assert torch.equal(x, torch.ones(2))
     assert torch.equal(gm(x)[1], torch.log(c))
+
+
+def test_calls_go_through_bindings_only_where_they_agree(monkeypatch):
+    from guide_core.workflow.engines import fastcall
+
+    def f(x):
+        return (x + 2.0).exp().sum(), torch.empty(2).normal_() * x
+
+    x = torch.randn(2)
+    gm, rewritten = fastcall.use_bindings(make_fx(f)(x), [x])
+    kinds = {n.target: n.op for n in gm.graph.nodes}
+    assert rewritten == 4 and kinds[torch.exp] == "call_function"  # add exp sum mul
+    assert kinds[aten.normal_.default] == "call_function"  # draws keep their op
+    real = fastcall._binding
+    # a binding that computes something else is never used
+    monkeypatch.setattr(
+        fastcall,
+        "_binding",
+        lambda n: (
+            ("call_function", torch.sub) if n.target is aten.add.Tensor else real(n)
+        ),
+    )
+    gm, _ = fastcall.use_bindings(make_fx(f)(x), [x])
+    assert aten.add.Tensor in {n.target for n in gm.graph.nodes}
+    assert torch.equal(gm(x)[0], (x + 2.0).exp().sum())

@@ -2,8 +2,9 @@
 
 ``pyro.optim`` keeps one torch optimizer per parameter. For the element-wise
 optimizers (Adam, SGD, ...) one optimizer whose parameter groups carry the
-same settings is the same computation, done by a few multi-tensor
-(``foreach``) kernels instead of one call per tensor. :func:`map_optimizer`
+same settings is the same computation, done by one fused kernel (Adam,
+AdamW) or a few multi-tensor (``foreach``) kernels instead of one call per
+tensor. :func:`map_optimizer`
 makes it exactly when it is exact, and refuses with a reason otherwise.
 """
 
@@ -36,6 +37,8 @@ _ELEMENTWISE = (
     torch.optim.Rprop,
 )
 _NO_FOREACH = (ClippedAdam,)
+# Their fused kernel is the same update as the per-parameter one, in one call.
+_FUSED = (torch.optim.Adam, torch.optim.AdamW)
 
 
 class NotMappable(RuntimeError):
@@ -84,15 +87,25 @@ class MappedOptimizer:
             group["params"].append(p)
         if self.torch_optimizer is None:
             first, *rest = groups.values()
-            extra = {}
-            if self.constructor not in _NO_FOREACH and "foreach" not in first:
-                extra["foreach"] = True
-            self.torch_optimizer = self.constructor([first], **extra)
+            self.torch_optimizer = self._make([first])
             groups_left = rest
         else:
             groups_left = list(groups.values())
         for group in groups_left:
             self.torch_optimizer.add_param_group(group)
+
+    def _make(self, groups: list[dict]) -> torch.optim.Optimizer:
+        """The torch optimizer: fused kernels for Adam, else multi-tensor ones."""
+        first = groups[0]
+        chosen = any(k in first for k in ("foreach", "fused", "differentiable"))
+        if self.constructor in _NO_FOREACH or chosen:
+            return self.constructor(groups)
+        if self.constructor in _FUSED:
+            try:
+                return self.constructor(groups, fused=True)
+            except (RuntimeError, ValueError):  # a dtype or device without one
+                pass
+        return self.constructor(groups, foreach=True)
 
     def step(self, params: Sequence[torch.Tensor]) -> None:
         """Clip (per parameter, as Pyro does) and update ``params`` from ``.grad``."""

@@ -23,6 +23,7 @@ import torch
 from pyro import poutine
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from .fastcall import use_bindings
 from .losses import LossFn, NotRecordable
 from .simplify import simplify
 
@@ -194,4 +195,5 @@ def record(
     extra = sorted(seen - set(names))
     if extra:
         raise NotRecordable(f"the step uses params it was not given: {extra}")
-    return StepProgram(simplify(graph), tuple(used)), time.perf_counter() - start
+    graph, _ = use_bindings(simplify(graph), [*leaves, *tensors])
+    return StepProgram(graph, tuple(used)), time.perf_counter() - start

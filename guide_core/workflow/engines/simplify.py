@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-__all__ = ["simplify"]
+__all__ = ["impure", "simplify"]
 
 aten = torch.ops.aten
 
@@ -61,7 +61,7 @@ _SAME_META = {
 }
 
 
-def _impure(node: fx.Node) -> bool:
+def impure(node: fx.Node) -> bool:
     """Whether ``node`` draws randomness, writes in place or is not an aten call."""
     target = node.target
     if node.op != "call_function":
@@ -134,7 +134,7 @@ def _cse(graph: fx.Graph) -> None:
     mutated = _mutated(graph)
     seen: dict[tuple, fx.Node] = {}
     for node in list(graph.nodes):
-        if node.op != "call_function" or _impure(node) or node in mutated:
+        if node.op != "call_function" or impure(node) or node in mutated:
             continue
         try:
             key = (node.target, _frozen(node.args), _frozen(node.kwargs))
@@ -157,7 +157,7 @@ def _fold_constants(gm: fx.GraphModule) -> None:
         if node.op == "get_attr" and node not in mutated:
             env[node] = getattr(gm, node.target)
             continue
-        if node.op != "call_function" or _impure(node) or node in mutated:
+        if node.op != "call_function" or impure(node) or node in mutated:
             continue
         inputs = node.all_input_nodes
         if node.target in _SHAPE_ONLY:
@@ -226,7 +226,7 @@ def _fresh_outputs(graph: fx.Graph) -> None:
 
 def _eliminate_dead_code(graph: fx.Graph) -> None:
     for node in reversed(list(graph.nodes)):
-        if not node.users and not _impure(node) and node.op != "get_attr":
+        if not node.users and not impure(node) and node.op != "get_attr":
             graph.erase_node(node)
         elif node.op == "get_attr" and not node.users:
             graph.erase_node(node)
