@@ -21,6 +21,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
 from ..core.initialization import InitMessenger
+from .recorded_draws import recorded_draws
 
 __all__ = [
     "PARTICLE_PLATE",
@@ -200,6 +201,13 @@ def over_draws(
             )
         except Exception:  # noqa: BLE001 - one draw at a time re-raises real errors
             pass
+
+    def draw(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        return collector(*paired_traces(model, guide, args, kwargs), 1, None)
+
+    recorded = recorded_draws(draw, num_draws, args, kwargs)
+    if recorded is not None:
+        return recorded
     return _one_by_one(model, guide, num_draws, args, kwargs, collector)
 
 
