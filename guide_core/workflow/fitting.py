@@ -216,7 +216,8 @@ def fit(
         (whose size must be divisible by the number of ranks), and the
         gradients are averaged with one all-reduce per step, so the
         parameters stay identical; the losses are the ranks' mean. Only rank
-        0 shows progress and computes the k-hat. The step runs eager.
+        0 shows progress and computes the k-hat. Every engine runs
+        distributed (``"auto"`` records but does not compile on its own).
 
     Returns
     -------
