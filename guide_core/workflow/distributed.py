@@ -215,6 +215,8 @@ class ProcessGroup:
         PeerFailed
             On the other ranks, when a rank's step failed.
         """
+        if self.world_size == 1:
+            return loss  # the mean over one rank (a collective would only wait)
         params = list(params)
         buckets: dict[torch.dtype, list[torch.Tensor]] = {}
         for p in params:
@@ -226,7 +228,9 @@ class ProcessGroup:
         head = torch.zeros(extra, dtype=torch.float64)
         head[0], head[1 + self.rank] = loss, float(failed)
         mean_loss, flags = loss, head[1:]
-        for index, (dtype, group) in enumerate(sorted(buckets.items(), key=str)):
+        for index, (dtype, group) in enumerate(
+            sorted(buckets.items(), key=lambda item: str(item[0]))
+        ):
             device = group[0].device if group else self._device()
             grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in group]
             pieces = [g.reshape(-1) for g in grads]

@@ -7,7 +7,6 @@ the test checks to ``OUT/rank<R>.pt``.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import time
@@ -143,33 +142,13 @@ def main(case: str, out: Path) -> None:
             scale.append(pyro.param("AutoNormal.scales.mu").item())
         outcome = {"loc": sum(loc) / len(loc), "scale": sum(scale) / len(scale)}
         outcome["engine"] = first.engine
-    elif case == "speed":
-        batch = int(os.environ.get("BATCH", "100"))
-        model = functools.partial(regression, batch=batch)
-        args = regression_data(10_000)
-        guide = guide_core.registry.make("auto_normal", model)
-        from guide_core.workflow.distributed import ProcessGroup
-
-        spent = [0.0]
-        average = ProcessGroup.average
-
-        def timed(self, *args, **kwargs):  # time the all-reduce of each step
-            start = time.perf_counter()
-            try:
-                return average(self, *args, **kwargs)
-            finally:
-                spent[0] += time.perf_counter() - start
-
-        ProcessGroup.average = timed
-        engine = "eager"
-        guide_core.fit(model, guide, *args, steps=20, engine=engine, **kw)  # warm up
-        spent[0] = 0.0
-        result = guide_core.fit(model, guide, *args, steps=300, engine=engine, **kw)
-        outcome = {
-            "ms": result.ms_per_step,
-            "reduce_ms": 1000 * spent[0] / result.steps,
-            "reason": result.engine_reason,
-        }
+    elif case == "compiled":
+        guide = guide_core.registry.make("auto_normal", regression)
+        result = guide_core.fit(
+            regression, guide, *regression_data(), steps=30, engine="compiled", **kw
+        )
+        outcome = {"params": params(), "engine": result.engine}
+        outcome["losses"] = result.losses
     elif case in ("dying", "stalling"):
         os.environ["GUIDE_CORE_DIST_TIMEOUT"] = "20" if case == "dying" else "3"
         trip(stall=case == "stalling")  # under the default engine: recorded

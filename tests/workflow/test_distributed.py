@@ -45,13 +45,17 @@ def _free_port() -> int:
 
 
 def _launch(
-    case: str, out: Path, world_size: int = 2, cmd: list[str] | None = None
+    case: str,
+    out: Path,
+    world_size: int = 2,
+    cmd: list[str] | None = None,
+    limit: float = LIMIT,
 ) -> list[subprocess.CompletedProcess]:
     """Run the worker (or ``cmd``) on ``world_size`` ranks (one plain process for 1)."""
     cmd = cmd or [sys.executable, str(WORKER), case, str(out)]
     if world_size == 1:
         run = subprocess.run(
-            cmd, env=_env(), capture_output=True, text=True, timeout=LIMIT
+            cmd, env=_env(), capture_output=True, text=True, timeout=limit
         )
         return [run]
     port = str(_free_port())
@@ -75,7 +79,7 @@ def _launch(
             )
         )
     done = []
-    deadline = time.monotonic() + LIMIT
+    deadline = time.monotonic() + limit
     try:
         for proc in procs:
             left = max(1.0, deadline - time.monotonic())
@@ -129,6 +133,16 @@ def test_each_recorded_step_takes_fresh_disjoint_shares_of_one_subsample(same):
         assert not set(mine) & set(theirs)  # disjoint: one subsample of 16
     unions = [frozenset(a) | frozenset(b) for a, b in steps]
     assert len(set(unions)) == 6  # a fresh subsample every step, recorded too
+
+
+@pytest.mark.slow
+def test_the_compiled_engine_keeps_the_ranks_bitwise_equal(tmp_path):
+    _ok(_launch("compiled", tmp_path, limit=300))  # inductor on each rank
+    first, second = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert first["engine"] == second["engine"] == "compiled"
+    for name, value in first["params"].items():
+        assert torch.equal(value, second["params"][name]), name
+    assert first["losses"] == second["losses"]
 
 
 def test_two_processes_reach_the_posterior_of_one(tmp_path):
@@ -314,3 +328,21 @@ def test_the_ranks_shares_are_disjoint_and_make_one_global_subsample():
         assert trace.nodes["groups"]["value"].tolist() == [0, 1, 2]
     assert [len(s) for s in shares] == [50, 50]
     assert len(set(torch.cat(shares).tolist())) == 100
+
+
+def test_the_global_subsample_is_uniform_without_a_full_permutation():
+    from guide_core.workflow.engines.distributed import random_subset
+
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(50)
+    firsts = torch.zeros(50)
+    for _ in range(4000):
+        chosen = random_subset(50, 5, generator)  # 4 * 5 < 50: the sparse draw
+        assert len(set(chosen.tolist())) == 5
+        counts[chosen] += 1
+        firsts[chosen[0]] += 1  # the order is random too (it splits the ranks)
+    # each index is chosen with probability 5/50: 400 of 4000, sd about 19
+    assert (counts - 400).abs().max() < 5 * 19, counts
+    assert (firsts - 80).abs().max() < 5 * 9, firsts
+    dense = random_subset(10, 4, generator)  # 4 * 4 >= 10: a permutation
+    assert len(set(dense.tolist())) == 4 and dense.max() < 10
