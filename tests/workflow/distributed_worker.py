@@ -134,9 +134,9 @@ def main(case: str, out: Path) -> None:
             conjugate, guide, x, steps=600, optim=adam({"lr": 0.05}), **kw
         )
         loc, scale = [], []
-        for _ in range(10):  # average the iterates over the last 400 steps
+        for _ in range(5):  # average the iterates over the last 400 steps
             guide_core.fit(
-                conjugate, guide, x, steps=40, optim=adam({"lr": 0.005}), **kw
+                conjugate, guide, x, steps=80, optim=adam({"lr": 0.005}), **kw
             )
             loc.append(pyro.param("AutoNormal.locs.mu").item())
             scale.append(pyro.param("AutoNormal.scales.mu").item())

@@ -346,3 +346,32 @@ def test_the_global_subsample_is_uniform_without_a_full_permutation():
     assert (firsts - 80).abs().max() < 5 * 9, firsts
     dense = random_subset(10, 4, generator)  # 4 * 4 >= 10: a permutation
     assert len(set(dense.tolist())) == 4 and dense.max() < 10
+
+
+def test_the_local_plate_size_holds_only_in_its_own_context():
+    import threading
+
+    import pyro
+
+    from guide_core.workflow.engines.distributed import split_subsamples
+
+    def size() -> int:
+        with pyro.plate("data", 1000, subsample_size=100) as idx:
+            return len(idx)
+
+    inside, done, seen = threading.Event(), threading.Event(), []
+
+    def other_thread() -> None:
+        inside.wait(10)
+        seen.append(size())
+        done.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    with split_subsamples(2):
+        assert size() == 50  # this rank's share of the subsample
+        inside.set()
+        assert done.wait(10)
+    thread.join(10)
+    assert seen == [100]  # another thread, at the same time: Pyro's own size
+    assert size() == 100
