@@ -56,8 +56,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Time our guides against pyro.infer.autoguide (ratios from one run)."""
+    """Time our guides against pyro.infer.autoguide, and fit on 1 vs 2 processes."""
     _install(session)
     session.run(
         "python", "-m", "benchmarks", "--out", "benchmarks/results", *session.posargs
     )
+    session.run("python", "-m", "benchmarks.distributed", "--out", "benchmarks/results")

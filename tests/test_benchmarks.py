@@ -7,6 +7,7 @@ isolated. Timings and ratios are never asserted on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -287,3 +288,23 @@ def test_the_pyro_jit_column_times_pyros_guide_under_jit_trace_elbo(tmp_path: Pa
         "pyro_jit is Pyro's guide under JitTrace_ELBO"
         in (tmp_path / "bench.md").read_text()
     )
+
+
+# -- the distributed benchmark -------------------------------------------------
+
+
+def test_the_distributed_benchmark_times_1_and_2_processes(tmp_path: Path) -> None:
+    from benchmarks.distributed import DistConfig, run, to_markdown
+
+    config = DistConfig(rows=2000, features=3, batch=100, steps=3, warmup=2)
+    report = run(dataclasses.replace(config, worlds=(1, 2), timeout=120))
+    rows = report["rows"]
+    assert list(rows) == ["1 process", "2 processes"]
+    for figures in rows.values():
+        assert figures["engine"] == "recorded", figures["reason"]
+        assert figures["ms_per_step"] > 0 and figures["reduce_ms"] >= 0
+    assert rows["2 processes"]["reason"].startswith("distributed over 2 processes")
+    assert rows["2 processes"]["alone_ms"] > 0
+    assert rows["1 process"]["speedup"] == 1.0
+    table = to_markdown(report)
+    assert "| 2 processes | recorded |" in table and "2,000 rows" in table

@@ -24,7 +24,12 @@ from .. import registry
 from ..registry.checks import accepts, default_init
 from ..registry.errors import RegistryError
 from ..workflow.comparison import Comparison
-from ..workflow.distributed import DistributedError, is_main_process
+from ..workflow.distributed import (
+    DistributedError,
+    PeerFailed,
+    is_main_process,
+    join,
+)
 from ..workflow.engines.choose import ENGINES
 from .examples import EXAMPLES
 from .inputs import UsageError, check_model, load_data, load_model
@@ -218,20 +223,38 @@ def _compare_command(args: argparse.Namespace) -> int:
         if name != "auto":
             registry.info(name)  # unknown names fail before any fitting
     check_report(args)
-    print(f"comparing {len(names)} guides on {problem[3]} ({args.steps} steps max)")
-    comparison = Comparison(problem[3])
-    for name in names:
-        start = time.perf_counter()
-        try:
-            result = _fit(name, problem, args, progress=False)
-        except Exception as exc:  # noqa: BLE001 - one guide failing is a row
-            if args.debug:
-                raise
-            comparison.add_failure(name, exc, time.perf_counter() - start)
-            continue
-        comparison.add(name, result, time.perf_counter() - start)
-    print(comparison.table())
-    compare_report(args, comparison, problem)
+    # Under torchrun every rank fits each guide in step, in one process group
+    # joined here (a guide that fails then leaves it intact); rank 0 talks.
+    group = join(None)
+    main = is_main_process()
+    try:
+        if main:
+            print(
+                f"comparing {len(names)} guides on {problem[3]} "
+                f"({args.steps} steps max)"
+            )
+        comparison = Comparison(problem[3])
+        for name in names:
+            start = time.perf_counter()
+            try:
+                result = _fit(name, problem, args, progress=False)
+            except DistributedError as exc:
+                if not isinstance(exc, PeerFailed):
+                    raise  # a lost peer ends the comparison on every rank
+                comparison.add_failure(name, exc, time.perf_counter() - start)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one guide failing is a row
+                if args.debug:
+                    raise
+                comparison.add_failure(name, exc, time.perf_counter() - start)
+                continue
+            comparison.add(name, result, time.perf_counter() - start)
+    finally:
+        if group is not None:
+            group.close()
+    if main:
+        print(comparison.table())
+        compare_report(args, comparison, problem)
     return 0
 
 

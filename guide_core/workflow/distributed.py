@@ -11,6 +11,9 @@ averaged losses, the convergence test) is decided together.
 A collective that fails (a peer that exited, was killed or stopped answering
 within the timeout) raises :class:`DistributedError`, which names this rank,
 the step and the cause; the parameters are as after the last completed step.
+A rank whose own step (or set-up) raises tells the others in that step's
+all-reduce, and they stop with :class:`PeerFailed`, so the ranks stay in step
+(``guide-core compare`` goes on to the next guide on every rank).
 Only localhost or what ``torchrun`` set up is used; nothing here listens on
 its own.
 """
@@ -30,6 +33,7 @@ import torch.distributed as dist
 __all__ = [
     "DEFAULT_TIMEOUT",
     "DistributedError",
+    "PeerFailed",
     "ProcessGroup",
     "is_main_process",
     "join",
@@ -55,6 +59,22 @@ class DistributedError(RuntimeError):
     def __init__(self, message: str, rank: int, step: int):
         super().__init__(message)
         self.rank, self.step = rank, step
+
+
+class PeerFailed(DistributedError):
+    """Another rank's step (or set-up) raised; this rank stops with it.
+
+    The process group is intact: the next fit can run on every rank.
+
+    Attributes
+    ----------
+    failed : tuple of int
+        The ranks whose step raised.
+    """
+
+    def __init__(self, message: str, rank: int, step: int, failed: tuple[int, ...]):
+        super().__init__(message, rank, step)
+        self.failed = failed
 
 
 def launched_by_torchrun() -> bool:
@@ -176,46 +196,89 @@ class ProcessGroup:
                 step=0,
             )
 
-    def average(self, step: int, loss: float, params: Iterable[torch.Tensor]) -> float:
+    def average(
+        self,
+        step: int,
+        loss: float,
+        params: Iterable[torch.Tensor],
+        failed: bool = False,
+    ) -> float:
         """Average ``loss`` and the ``.grad`` of ``params`` over the ranks.
 
         Each dtype's gradients are flattened into one buffer (a missing
         gradient counts as zeros), all-reduced and unflattened back into
-        ``.grad``. Returns the mean loss.
+        ``.grad``; the loss and one flag per rank (``failed``: this rank's
+        step raised) ride in the first buffer. Returns the mean loss.
+
+        Raises
+        ------
+        PeerFailed
+            On the other ranks, when a rank's step failed.
         """
+        if self.world_size == 1:
+            return loss  # the mean over one rank (a collective would only wait)
         params = list(params)
         buckets: dict[torch.dtype, list[torch.Tensor]] = {}
         for p in params:
             buckets.setdefault(p.dtype, []).append(p)
+        if not buckets:  # nothing to learn: the loss and flags alone
+            buckets[torch.float64] = []
         start = time.perf_counter()
-        mean_loss = loss
-        for index, (dtype, group) in enumerate(sorted(buckets.items(), key=str)):
+        extra = self.world_size + 1
+        head = torch.zeros(extra, dtype=torch.float64)
+        head[0], head[1 + self.rank] = loss, float(failed)
+        mean_loss, flags = loss, head[1:]
+        for index, (dtype, group) in enumerate(
+            sorted(buckets.items(), key=lambda item: str(item[0]))
+        ):
+            device = group[0].device if group else self._device()
             grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in group]
             pieces = [g.reshape(-1) for g in grads]
             if index == 0:
-                pieces.append(torch.tensor([loss], dtype=dtype, device=group[0].device))
+                pieces.append(head.to(dtype=dtype, device=device))
             flat = torch.cat(pieces).to(self._device())
             try:
                 dist.all_reduce(flat)
             except Exception as exc:  # noqa: BLE001 - any backend failure is a lost peer
                 raise self.fail(step, "the gradient all-reduce", exc) from exc
-            flat = flat.to(group[0].device) / self.world_size
+            flat = flat.to(device)
             offset = 0
             for p in group:
                 n = p.numel()
-                p.grad = flat[offset : offset + n].view_as(p).clone()
+                p.grad = (flat[offset : offset + n] / self.world_size).view_as(p)
                 offset += n
             if index == 0:
-                mean_loss = float(flat[offset])
-        if not buckets:
-            flat = torch.tensor([loss], dtype=torch.float64, device=self._device())
-            try:
-                dist.all_reduce(flat)
-            except Exception as exc:  # noqa: BLE001 - any backend failure is a lost peer
-                raise self.fail(step, "the loss all-reduce", exc) from exc
-            mean_loss = float(flat[0]) / self.world_size
+                mean_loss = float(flat[offset]) / self.world_size
+                flags = flat[offset + 1 : offset + extra]
         self.reduce_seconds += time.perf_counter() - start
+        self._raise_if_failed(step, flags, failed)
         return mean_loss
+
+    def agree(self, step: int, what: str, failed: bool) -> None:
+        """Tell the other ranks whether ``what`` failed here; raise
+        :class:`PeerFailed` if it failed on another rank (and not here)."""
+        flags = torch.zeros(self.world_size, dtype=torch.float64)
+        flags[self.rank] = float(failed)
+        flags = flags.to(self._device())
+        try:
+            dist.all_reduce(flags)
+        except Exception as exc:  # noqa: BLE001 - any backend failure is a lost peer
+            raise self.fail(step, what, exc) from exc
+        self._raise_if_failed(step, flags, failed)
+
+    def _raise_if_failed(self, step: int, flags: torch.Tensor, failed: bool) -> None:
+        ranks = tuple(int(r) for r in torch.nonzero(flags.cpu()).reshape(-1))
+        if not ranks or failed:
+            return  # a rank whose own step failed re-raises its own error
+        which = ", ".join(map(str, ranks))
+        raise PeerFailed(
+            f"rank {self.rank} of {self.world_size}: rank {which} raised at step "
+            f"{step} (its own error says why); this rank stops with it. The "
+            f"parameters are kept as they were after step {max(step - 1, 0)}",
+            rank=self.rank,
+            step=step,
+            failed=ranks,
+        )
 
     def close(self) -> None:
         """Destroy the process group if :func:`join` created it (after a failure:

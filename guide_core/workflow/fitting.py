@@ -83,6 +83,9 @@ class FitResult:
         what could not be recorded or differed from eager).
     world_size : int
         The processes that fitted together (1 when not distributed).
+    reduce_seconds : float
+        The seconds this rank spent in the steps' all-reduces (waiting for
+        the slowest rank included); 0 when not distributed.
     """
 
     guide: Any = attrs.field(repr=lambda g: type(g).__name__)
@@ -96,6 +99,7 @@ class FitResult:
     engine: str = "eager"
     engine_reason: str = ""
     world_size: int = 1
+    reduce_seconds: float = 0.0
 
 
 def _check_int(name: str, value: Any, minimum: int, example: str) -> int:
@@ -216,7 +220,8 @@ def fit(
         (whose size must be divisible by the number of ranks), and the
         gradients are averaged with one all-reduce per step, so the
         parameters stay identical; the losses are the ranks' mean. Only rank
-        0 shows progress and computes the k-hat. The step runs eager.
+        0 shows progress and computes the k-hat. Every engine runs
+        distributed (``"auto"`` records but does not compile on its own).
 
     Returns
     -------
@@ -327,6 +332,7 @@ def fit(
         engine=trainer.engine,
         engine_reason=trainer.reason,
         world_size=1 if group is None else group.world_size,
+        reduce_seconds=0.0 if group is None else group.reduce_seconds,
     )
     if khat and not interrupted and done and main:
         result = attrs.evolve(

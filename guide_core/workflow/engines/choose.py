@@ -16,6 +16,7 @@ from pyro.infer import SVI
 
 from ..distributed import ProcessGroup
 from .distributed import DistributedTrainer
+from .distributed_recorded import DistributedRecordedTrainer
 from .eager import EagerTrainer
 from .losses import LossFn, NotRecordable, recordable_loss
 from .optim import MappedOptimizer, NotMappable, map_optimizer
@@ -81,36 +82,37 @@ def make_trainer(
     check_every : int or None
         Check the recorded step against eager every this many steps too.
     group : ProcessGroup or None
-        The ranks of a distributed fit: the step runs eager on each rank's
-        share of the subsamples (the recorded engine does not run
-        distributed yet; asking for it warns).
+        The ranks of a distributed fit: each engine runs on each rank's share
+        of the subsamples, with one all-reduce of the gradients per step
+        (``"auto"`` records but does not compile on its own then).
 
     Returns
     -------
     EagerTrainer or RecordedTrainer
         Its ``engine`` and ``reason`` say what runs and why.
     """
-    if group is not None:
-        reason = group.describe()
-        if engine not in ("auto", "eager"):
-            warnings.warn(
-                f"guide_core.fit runs eager: the {engine} engine does not run "
-                "distributed yet",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            reason += f"; the {engine} engine does not run distributed yet"
-        return DistributedTrainer(svi, args, kwargs, group, reason=reason)
     if engine == "eager":
-        return EagerTrainer(svi, args, kwargs, reason="asked for")
+        return _eager(svi, args, kwargs, "asked for", group)
     loss_fn, optimizer, why_not = plan(elbo, svi.optim)
     if why_not is not None:
         if engine != "auto":
             warnings.warn(
                 f"guide_core.fit runs eager: {why_not}", RuntimeWarning, stacklevel=3
             )
-        return EagerTrainer(svi, args, kwargs, reason=why_not)
+        return _eager(svi, args, kwargs, why_not, group)
     assert loss_fn is not None and optimizer is not None
+    if group is not None:
+        return DistributedRecordedTrainer(
+            svi,
+            args,
+            kwargs,
+            group,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            mode=engine,
+            steps=steps,
+            check_every=check_every,
+        )
     return RecordedTrainer(
         svi,
         args,
@@ -121,3 +123,11 @@ def make_trainer(
         steps=steps,
         check_every=check_every,
     )
+
+
+def _eager(
+    svi: SVI, args: tuple, kwargs: dict, reason: str, group: ProcessGroup | None
+) -> EagerTrainer:
+    if group is not None:
+        return DistributedTrainer(svi, args, kwargs, group, reason=reason)
+    return EagerTrainer(svi, args, kwargs, reason=reason)

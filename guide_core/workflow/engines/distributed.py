@@ -1,24 +1,35 @@
-"""The distributed eager engine: disjoint subsample shares, one all-reduce.
+"""Each rank's share of the subsamples, and the distributed eager engine.
 
-Every rank draws the same global subsample of each subsampled plate (one
-permutation per draw from a generator seeded alike on every rank) and keeps
-its own slice of it: the union over the ranks is one subsample of the size the
+Every rank draws the same global subsample of each subsampled plate (from a
+generator seeded alike on every rank; :func:`random_subset`, which costs
+``O(k log k)`` where Pyro's plate pays ``O(size)``) and keeps its own slice of
+it: the union over the ranks is one subsample of the size the
 model asked for. Each rank's plate has ``subsample_size / world_size``
 elements, so its likelihood scale is ``size / local``; averaging the ranks'
 gradients then gives exactly the gradient of one process with the global
 subsample. Plates that are not subsampled run whole on every rank.
 
+The shares of a step are drawn once, before it, and given to the model and
+guide as extra keyword tensors (:meth:`Ranks.inputs`) that a wrapper
+(:meth:`ShareSubsamples.wrap`) takes off again and hands to the messenger
+that sets each subsample site's indices. So a recorded program takes them as
+inputs, fresh every step, and the check against eager sees the same indices.
+
 Pyro checks that a plate's ``subsample_size`` equals the length of its
-indices, so while a step runs :func:`split_subsamples` gives subsampled plates
-their local size (a patch of ``SubsampleMessenger._subsample``, undone after
-the step) and :class:`ShareSubsamples`, a messenger, sets the indices of each
-subsample site not already set (by the user or a replayed guide).
+indices, inside the plate's constructor, before any handler sees the plate;
+no handler can change the size it compares with. So :func:`split_subsamples`
+gives subsampled plates their local size through a wrapper of
+``SubsampleMessenger._subsample``, installed once and active only in the
+context (a :class:`~contextvars.ContextVar`, so per thread) that asked for it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import contextvars
+import copy
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
@@ -29,10 +40,23 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.util import site_is_subsample
 
-from ..distributed import ProcessGroup
-from .eager import EagerTrainer, check_finite, eager_loss_and_grads
+from ..distributed import DistributedError, ProcessGroup
+from .eager import BadStep, EagerTrainer, check_finite, eager_loss_and_grads
 
-__all__ = ["DistributedTrainer", "ShareSubsamples", "local_size", "split_subsamples"]
+__all__ = [
+    "DistributedTrainer",
+    "Ranks",
+    "ShareSubsamples",
+    "local_size",
+    "random_subset",
+    "split_subsamples",
+]
+
+_PREFIX = "_guide_core_share:"  # the keyword of a plate's share: prefix + name
+_WORLD: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "guide_core_subsample_world", default=None
+)
+_INSTALL = threading.Lock()
 
 
 def local_size(name: str, size: int, subsample_size: int, world_size: int) -> int:
@@ -46,38 +70,75 @@ def local_size(name: str, size: int, subsample_size: int, world_size: int) -> in
     return subsample_size // world_size
 
 
+def random_subset(size: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """``k`` distinct indices of ``range(size)``, a uniformly random subset in
+    random order.
+
+    For ``k`` well below ``size`` this avoids a permutation of all ``size``
+    indices (Pyro's plate draws one each step: 50 ms at a million rows): the
+    distinct values among ``k + m`` independent uniform draws are, given how
+    many there are, a uniformly random subset of that many, so ``k`` of them
+    taken at random are a uniformly random ``k``-subset (a draw with fewer
+    than ``k`` distinct values is redrawn).
+    """
+    if 4 * k >= size:
+        return torch.randperm(size, generator=generator)[:k]
+    extra = 2 * (k * k // size) + 16  # twice the expected repeats, and some
+    while True:
+        draws = torch.randint(size, (k + extra,), generator=generator)
+        distinct = torch.unique(draws)
+        if len(distinct) >= k:
+            return distinct[torch.randperm(len(distinct), generator=generator)[:k]]
+
+
+def _install() -> None:
+    """Wrap ``SubsampleMessenger._subsample`` once (a no-op outside the context)."""
+    with _INSTALL:
+        inner = SubsampleMessenger.__dict__["_subsample"].__func__
+        if getattr(inner, "_guide_core_local", False):
+            return
+
+        def _subsample(
+            name: str,
+            size: Any = None,
+            subsample_size: Any = None,
+            subsample: Any = None,
+            *rest: Any,
+            **kw: Any,
+        ) -> tuple:
+            world = _WORLD.get()
+            if (
+                world is not None
+                and size is not None
+                and subsample is None
+                and subsample_size is not None
+                and subsample_size < size
+            ):
+                subsample_size = local_size(name, size, subsample_size, world)
+            return inner(name, size, subsample_size, subsample, *rest, **kw)
+
+        _subsample._guide_core_local = True  # type: ignore[attr-defined]
+        SubsampleMessenger._subsample = staticmethod(_subsample)
+
+
 @contextlib.contextmanager
 def split_subsamples(world_size: int) -> Iterator[None]:
-    """Give subsampled plates their per-rank size while the block runs."""
-    original = SubsampleMessenger.__dict__["_subsample"]
-    inner = original.__func__
-
-    def _subsample(
-        name: str,
-        size: int | None = None,
-        subsample_size: int | None = None,
-        subsample: Any = None,
-        use_cuda: bool | None = None,
-        device: str | None = None,
-    ) -> tuple:
-        if (
-            size is not None
-            and subsample is None
-            and subsample_size is not None
-            and subsample_size < size
-        ):
-            subsample_size = local_size(name, size, subsample_size, world_size)
-        return inner(name, size, subsample_size, subsample, use_cuda, device)
-
-    SubsampleMessenger._subsample = staticmethod(_subsample)
+    """Give subsampled plates their per-rank size while the block runs (this
+    thread or task only)."""
+    _install()
+    token = _WORLD.set(world_size)
     try:
         yield
     finally:
-        SubsampleMessenger._subsample = original
+        _WORLD.reset(token)
 
 
 class ShareSubsamples(Messenger):
     """Set each subsample site's indices to this rank's share of a global draw.
+
+    The shares given for the run (:meth:`wrap`) are used; a subsampled plate
+    without one draws its share here and is remembered, so that
+    :meth:`draw` gives it one from the next step on.
 
     Parameters
     ----------
@@ -90,6 +151,33 @@ class ShareSubsamples(Messenger):
     def __init__(self, rank: int, world_size: int, generator: torch.Generator):
         super().__init__()
         self.rank, self.world_size, self.generator = rank, world_size, generator
+        self.plates: dict[str, tuple[int, int, Any]] = {}  # size, local, device
+        self.given: dict[str, torch.Tensor] = {}
+
+    def share(self, size: int, local: int, device: Any) -> torch.Tensor:
+        """This rank's slice of a fresh global subsample of ``range(size)``."""
+        order = random_subset(size, local * self.world_size, self.generator)
+        start = self.rank * local
+        return order[start : start + local].to(device or "cpu")
+
+    def draw(self) -> dict[str, torch.Tensor]:
+        """A fresh share of every subsampled plate seen so far, by name."""
+        return {name: self.share(*facts) for name, facts in self.plates.items()}
+
+    def wrap(self, fn: Callable) -> Callable:
+        """``fn`` (a model or guide) taking its shares as keyword tensors."""
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            mine = [k for k in kwargs if isinstance(k, str) and k.startswith(_PREFIX)]
+            given = {k[len(_PREFIX) :]: kwargs.pop(k) for k in mine}
+            previous, self.given = self.given, given
+            try:
+                with split_subsamples(self.world_size), self:
+                    return fn(*args, **kwargs)
+            finally:
+                self.given = previous
+
+        return run
 
     def _pyro_sample(self, msg: Any) -> None:
         if not site_is_subsample(msg) or msg["value"] is not None or msg["done"]:
@@ -98,9 +186,97 @@ class ShareSubsamples(Messenger):
         size, local = fn.size, fn.subsample_size
         if local is None or local * self.world_size >= size:
             return  # not subsampled: every rank takes the whole plate
-        order = torch.randperm(size, generator=self.generator)
-        start = self.rank * local
-        msg["value"] = order[start : start + local].to(fn.device or "cpu")
+        value = self.given.get(msg["name"])
+        if value is None:
+            self.plates[msg["name"]] = (size, local, fn.device)
+            value = self.share(size, local, fn.device)
+        msg["value"] = value
+
+
+class Ranks:
+    """What the distributed trainers share: set-up, shares, the all-reduce.
+
+    Parameters
+    ----------
+    svi : pyro.infer.SVI
+        The user's model, guide, optimizer and ELBO.
+    group : ProcessGroup
+        The ranks.
+
+    Attributes
+    ----------
+    svi : pyro.infer.SVI
+        The same, with model and guide taking their shares (:meth:`inputs`).
+    """
+
+    def __init__(self, svi: SVI, group: ProcessGroup):
+        self.group = group
+        self.share = ShareSubsamples(group.rank, group.world_size, torch.Generator())
+        self.svi = copy.copy(svi)  # the same ELBO and optimizer
+        self.svi.model = self.share.wrap(svi.model)
+        self.svi.guide = self.share.wrap(svi.guide)
+        self.ready = False
+        self.known: dict[str, torch.Tensor] = {}  # the params of the last reduce
+        self._reduced = False
+
+    def describe(self, reason: str) -> str:
+        """The engine's reason, prefixed with the ranks."""
+        return f"{self.group.describe()}; {reason}"
+
+    def setup(self, args: tuple, kwargs: dict) -> None:
+        """Seed alike, create the params (one guide and model run), take rank 0's."""
+        seed = self.group.shared_seed()
+        pyro.set_rng_seed((seed + self.group.rank) % 2**32)
+        self.share.generator.manual_seed(seed)
+        failed: BaseException | None = None
+        try:
+            with poutine.trace(param_only=True) as capture, torch.no_grad():
+                model, guide = self.svi.model, self.svi.guide
+                guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+                poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                    *args, **kwargs
+                )
+        except Exception as exc:  # noqa: BLE001 - told to the peers, then re-raised
+            failed = exc
+        self.group.agree(0, "the set-up", failed is not None)
+        if failed is not None:
+            raise failed
+        self.group.broadcast_params()
+        self.known = {
+            name: site["value"].unconstrained()
+            for name, site in capture.trace.nodes.items()
+        }
+        self.ready = True
+
+    def inputs(self, kwargs: dict) -> dict:
+        """``kwargs`` with this step's fresh shares added."""
+        return {**kwargs, **{_PREFIX + n: t for n, t in self.share.draw().items()}}
+
+    def reduce(
+        self, number: int, loss: float, params: dict[str, torch.Tensor]
+    ) -> float:
+        """Average the loss and the gradients of ``params`` over the ranks."""
+        self.known = dict(params)
+        ordered = [params[name] for name in sorted(params)]
+        self._reduced = True
+        return self.group.average(number, loss, ordered)
+
+    def guarded(self, number: int, args: tuple, kwargs: dict, run: Callable) -> float:
+        """Run step ``number`` (set up first); an error before the all-reduce
+        is told to the peers in it, so they stop at the same step."""
+        if not self.ready:
+            self.setup(args, kwargs)
+        self._reduced = False
+        try:
+            return run()
+        except (BadStep, DistributedError):
+            raise  # decided together, or the group is lost
+        except Exception:
+            if not self._reduced:
+                ordered = [self.known[n] for n in sorted(self.known)]
+                with contextlib.suppress(DistributedError):
+                    self.group.average(number, 0.0, ordered, failed=True)
+            raise
 
 
 class DistributedTrainer(EagerTrainer):
@@ -115,7 +291,7 @@ class DistributedTrainer(EagerTrainer):
     group : ProcessGroup
         The ranks.
     reason : str
-        Why this engine (shown with the fit).
+        Why this engine (shown with the fit, after the ranks).
     """
 
     engine = "eager"
@@ -123,36 +299,31 @@ class DistributedTrainer(EagerTrainer):
     def __init__(
         self, svi: SVI, args: tuple, kwargs: dict, group: ProcessGroup, reason: str
     ):
-        super().__init__(svi, args, kwargs, reason=reason)
-        self.group = group
-        self.share: ShareSubsamples | None = None
+        self.ranks = Ranks(svi, group)
+        super().__init__(self.ranks.svi, args, kwargs, reason=reason)
 
-    def setup(self) -> None:
-        """Create the params (one guide and model run), then take rank 0's."""
-        seed = self.group.shared_seed()
-        pyro.set_rng_seed((seed + self.group.rank) % 2**32)
-        generator = torch.Generator().manual_seed(seed)
-        self.share = ShareSubsamples(self.group.rank, self.group.world_size, generator)
-        with split_subsamples(self.group.world_size), self.share, torch.no_grad():
-            guide_trace = poutine.trace(self.svi.guide).get_trace(
-                *self.args, **self.kwargs
-            )
-            poutine.trace(poutine.replay(self.svi.model, trace=guide_trace)).get_trace(
-                *self.args, **self.kwargs
-            )
-        self.group.broadcast_params()
+    @property
+    def reason(self) -> str:
+        """Why this engine, after the ranks."""
+        return self.ranks.describe(self._reason)
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self._reason = value
 
     def step(self, number: int) -> float:
         """Run step ``number`` on this rank's share; return the mean loss."""
-        if self.share is None:
-            self.setup()
-        assert self.share is not None
-        with split_subsamples(self.group.world_size), self.share:
-            loss, params = eager_loss_and_grads(self.svi, self.args, self.kwargs)
+        return self.ranks.guarded(
+            number, self.args, self.kwargs, lambda: self._step(number)
+        )
+
+    def _step(self, number: int) -> float:
+        kwargs = self.ranks.inputs(self.kwargs)
+        loss, params = eager_loss_and_grads(self.svi, self.args, kwargs)
         self.params.update(params)
-        ordered = [params[name] for name in sorted(params)]
-        loss = self.group.average(number, loss, ordered)
+        loss = self.ranks.reduce(number, loss, params)
         check_finite(number, loss, {n: p.grad for n, p in params.items()})
+        ordered = [params[name] for name in sorted(params)]
         self.svi.optim(ordered)
         for p in ordered:
             p.grad = None

@@ -8,7 +8,8 @@ replayed from then on; ``"compiled"`` routes it through ``torch.compile``.
 Whatever cannot be recorded or fails the check runs eager from then on,
 with one warning that says why. Every step's update goes through one
 :class:`~.optim.MappedOptimizer`, eager or not, so the optimizer's state
-carries over.
+carries over; between a step's gradients and its update sits the
+``reduce_grads`` hook (the distributed engine averages them over the ranks).
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class RecordedTrainer:
         self.record_seconds: list[float] = []
         self.compile_seconds: list[float] = []
         self.on_change: Callable[[], None] = lambda: None
+        # (step, loss, {name: param with .grad}) -> the loss to report
+        self.reduce_grads: Callable[[int, float, dict[str, torch.Tensor]], float] = (
+            lambda number, loss, params: loss
+        )
 
     def set_inputs(self, args: tuple, kwargs: dict) -> None:
         """Use new model arguments from the next step (a new signature records anew)."""
@@ -96,16 +101,17 @@ class RecordedTrainer:
             return self._eager_step(number)
         names, leaves = list(self.params), list(self.params.values())
         loss_t, grads = program(leaves, self.tensors)
-        loss = float(loss_t)
-        check_finite(number, loss, dict(zip(names, grads)))
         for p, g in zip(leaves, grads):
             p.grad = g
+        loss = self.reduce_grads(number, float(loss_t), self.params)
+        check_finite(number, loss, {n: p.grad for n, p in zip(names, leaves)})
         self.optimizer.step(leaves)
         return loss
 
     def _eager_step(self, number: int) -> float:
         loss, params = eager_loss_and_grads(self.svi, self.args, self.kwargs)
         self.params.update(params)
+        loss = self.reduce_grads(number, loss, params)
         check_finite(number, loss, {n: p.grad for n, p in params.items()})
         self.optimizer.step(list(params.values()))
         if not self.params and not self.eager:
