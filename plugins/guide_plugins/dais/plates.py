@@ -1,0 +1,96 @@
+"""Which plate is local, and whether ``local_model`` matches it: the checks of
+:class:`~guide_plugins.dais.AutoSemiDAIS`, each error naming the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from pyro import poutine
+from pyro.poutine.util import site_is_subsample
+
+from guide_core.core.prototype import PlateFacts, Prototype
+
+__all__ = ["find_local_plate", "local_model_sites"]
+
+
+def find_local_plate(prototype: Prototype, name: str | None) -> PlateFacts:
+    """The plate of the local latents: ``name``, else the one subsampled plate,
+    else the model's only plate.
+
+    Raises
+    ------
+    ValueError
+        No such plate, none at all, or a choice that ``subsample_plate`` must make.
+    """
+    plates = dict(prototype.plates)
+    listed = sorted(plates)
+    if name is not None:
+        if name not in plates:
+            raise ValueError(
+                f"subsample_plate={name!r} is not a plate of the model's latent sites; "
+                f"its plates are {listed}"
+            )
+        chosen = plates[name]
+    else:
+        subsampled = [p for p in plates.values() if p.subsampled]
+        candidates = subsampled or list(plates.values())
+        if not candidates:
+            raise ValueError(
+                "AutoSemiDAIS needs a model whose local latents sit in a plate "
+                "(e.g. `with pyro.plate('data', N, subsample_size=M):`), but no latent "
+                "site of this model is in a plate; use AutoDAIS for such a model"
+            )
+        if len(candidates) > 1:
+            kind = "subsampled plates" if subsampled else "plates and none subsampled"
+            raise ValueError(
+                f"the model has several {kind}: "
+                f"{sorted(p.name for p in candidates)}; pass subsample_plate= to name "
+                "the plate of the local latents"
+            )
+        chosen = candidates[0]
+    others = sorted(p.name for p in plates.values() if p.subsampled and p is not chosen)
+    if others:
+        raise ValueError(
+            f"AutoSemiDAIS subsamples one plate, {chosen.name!r}, but the model also "
+            f"subsamples {others}; run those at full size"
+        )
+    return chosen
+
+
+def local_model_sites(
+    local_model: Callable,
+    args: tuple,
+    kwargs: Mapping[str, Any],
+    plate: PlateFacts,
+    expected: Sequence[str],
+) -> None:
+    """Check that ``local_model`` samples exactly the model's local sites, all in
+    ``plate``.
+
+    Raises
+    ------
+    ValueError
+        Naming the sites that differ, or a site outside the plate.
+    """
+    with poutine.block(), torch.no_grad():
+        trace = poutine.trace(local_model).get_trace(*args, **kwargs)
+    latent = []
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if not any(f.name == plate.name for f in site["cond_indep_stack"]):
+            raise ValueError(
+                f"local_model's site {name!r} is not in the plate {plate.name!r}; "
+                "every site of local_model must be local to that plate (sample the "
+                "global sites in the global model)"
+            )
+        if not site["is_observed"]:
+            latent.append(name)
+    if sorted(latent) != sorted(expected):
+        raise ValueError(
+            f"local_model's latent sites {sorted(latent)} do not match the model's "
+            f"latent sites in the plate {plate.name!r}, {sorted(expected)}; "
+            "local_model must be the part of the model that samples exactly those"
+        )
