@@ -6,13 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from guide_core.core.prototype import PlateFacts, Prototype
 
-__all__ = ["find_local_plate", "local_model_sites"]
+__all__ = [
+    "find_local_plate",
+    "local_model_sites",
+    "local_subsample",
+    "make_local_plate",
+]
 
 
 def find_local_plate(prototype: Prototype, name: str | None) -> PlateFacts:
@@ -94,3 +101,58 @@ def local_model_sites(
             f"latent sites in the plate {plate.name!r}, {sorted(expected)}; "
             "local_model must be the part of the model that samples exactly those"
         )
+
+
+class _Found(Exception):
+    pass
+
+
+class _PlateSpy(Messenger):
+    """Stops a run at the subsample site of one plate, keeping its message."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name, self.msg = name, None
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if site_is_subsample(msg) and msg["name"] == self.name:
+            self.msg = msg
+            raise _Found
+
+
+def local_subsample(
+    local_model: Callable, args: tuple, kwargs: Mapping[str, Any], plate: PlateFacts
+) -> tuple[torch.Tensor | None, int, Any]:
+    """How ``local_model`` subsamples the plate in this call: its own
+    ``subsample=`` indices (or None), the subsample size and the device.
+
+    The model runs (hidden from outer handlers, drawing nothing) only until it
+    opens the plate, so a subsample size that follows the model's arguments is
+    followed here too.
+    """
+    spy = _PlateSpy(plate.name)
+    try:
+        with torch.no_grad():
+            poutine.block(spy(local_model))(*args, **kwargs)
+    except _Found:
+        pass
+    if spy.msg is None:
+        raise ValueError(
+            f"local_model did not open the plate {plate.name!r} in this call; it "
+            "must sample the local sites inside it"
+        )
+    fn, indices = spy.msg["fn"], spy.msg["value"]
+    if indices is not None:
+        return indices, len(indices), getattr(fn, "device", None)
+    return None, fn.subsample_size or fn.size, getattr(fn, "device", None)
+
+
+def make_local_plate(
+    plate: PlateFacts, indices: torch.Tensor | None, size: int, device: Any
+) -> pyro.plate:
+    """The guide's copy of the local plate (same indices, or same size)."""
+    if indices is not None:
+        return pyro.plate(plate.name, plate.full_size, dim=plate.dim, subsample=indices)
+    return pyro.plate(
+        plate.name, plate.full_size, dim=plate.dim, subsample_size=size, device=device
+    )

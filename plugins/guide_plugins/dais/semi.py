@@ -35,11 +35,15 @@ from guide_core import AutoGuide
 from guide_core.core.guide import validate_init_scale
 from guide_core.core.latent import GuideDelta, constrain
 from guide_core.core.packing import empirical_quantiles
-from guide_core.core.prototype import model_subsamples
 
 from .langevin import anneal, check_dynamics, logit_step, schedule, step_size
 from .local import LocalLayout, local_trace, trace_per_element
-from .plates import find_local_plate, local_model_sites
+from .plates import (
+    find_local_plate,
+    local_model_sites,
+    local_subsample,
+    make_local_plate,
+)
 
 __all__ = ["AutoSemiDAIS"]
 
@@ -171,6 +175,7 @@ class AutoSemiDAIS(AutoGuide):
                 "some (use AutoDAIS for a model without them)"
             )
         self._layout = LocalLayout.from_sites(plate, local)
+        self._prototype_frames.pop(plate.name)  # made per call from local_model
         self._global_names = [n for n in sites if n not in self._layout.names]
         if self.global_guide is None and self._global_names:
             raise ValueError(
@@ -330,7 +335,11 @@ class AutoSemiDAIS(AutoGuide):
             )
         plates = self._create_plates(*args, **kwargs)
         result, local_args, local_kwargs = self._globals(args, kwargs)
-        plate = plates[self._layout.plate.name]
+        found = local_subsample(
+            self.local_model, local_args, local_kwargs, self._layout.plate
+        )
+        plate = make_local_plate(self._layout.plate, *found)
+        plates[self._layout.plate.name] = plate
         with plate as idx:
             pass  # the subsample's indices; the inner runs open the plate again
         z, log_density = self._local_trajectories(idx, local_args, local_kwargs)
@@ -373,19 +382,12 @@ class AutoSemiDAIS(AutoGuide):
 
     # -- summaries -------------------------------------------------------------------
 
-    def _summary_indices(self, args: tuple, kwargs: Mapping[str, Any]) -> torch.Tensor:
-        """Every element of the plate, or the model's own ``subsample=`` indices."""
-        plate, like = self._layout.plate, self.eta_coeff
-        if plate.name in self._prototype.explicit_subsamples:
-            found = model_subsamples(self.model, args, kwargs, frozenset([plate.name]))
-            if plate.name in found:
-                return torch.as_tensor(found[plate.name], device=like.device)
-        return torch.arange(plate.full_size, device=like.device)
-
     def _local_draws(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        """:attr:`num_summary_samples` draws of the local matrix ``(n, M, D)``,
-        each given a fresh draw of the globals, from :attr:`summary_seed`."""
-        like = self.eta_coeff
+        """:attr:`num_summary_samples` draws of the local matrix ``(n, M, D)``
+        from :attr:`summary_seed`, each given a fresh draw of the globals: at
+        the model's own ``subsample=`` indices, else at every element of the
+        plate (in chunks of the model's subsample size)."""
+        like, plate = self.eta_coeff, self._layout.plate
         devices = [like.device.index or 0] if like.device.type == "cuda" else []
         draws = []
         with contextlib.ExitStack() as stack:
@@ -393,14 +395,29 @@ class AutoSemiDAIS(AutoGuide):
             stack.enter_context(torch.enable_grad())
             stack.enter_context(poutine.block())
             torch.manual_seed(self.summary_seed)
-            idx = self._summary_indices(args, kwargs)
             for _ in range(int(self.num_summary_samples)):
                 self._create_plates(*args, **kwargs)
                 _, local_args, local_kwargs = self._globals(args, kwargs)
-                z, _ = self._local_trajectories(
-                    idx, local_args, local_kwargs, create_graph=False
+                indices, size, _ = local_subsample(
+                    self.local_model, local_args, local_kwargs, plate
                 )
-                draws.append(z.detach())
+                if indices is None:  # every element, the last chunk wrapping
+                    n = plate.full_size
+                    chunks = [
+                        torch.arange(start, start + size, device=like.device) % n
+                        for start in range(0, n, size)
+                    ]
+                else:
+                    chunks = [torch.as_tensor(indices, device=like.device)]
+                z = torch.cat(
+                    [
+                        self._local_trajectories(
+                            idx, local_args, local_kwargs, create_graph=False
+                        )[0].detach()
+                        for idx in chunks
+                    ]
+                )
+                draws.append(z[: plate.full_size] if indices is None else z)
         return torch.stack(draws)
 
     def _local_summaries(
