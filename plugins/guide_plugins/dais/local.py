@@ -155,6 +155,33 @@ class LocalLayout:
         trace = local_trace(fn, args, kwargs, {**values, self.plate.name: idx})
         return log_det + trace_per_element(trace, self.plate, z.shape[-2])
 
+    def guide_start(
+        self,
+        guide: Callable,
+        idx: torch.Tensor,
+        args: tuple,
+        kwargs: Mapping[str, Any],
+    ) -> tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """Start the trajectories from a draw of a local ``guide``: return
+        ``z_0`` (``(M, D)``), its log density per element (unconstrained) and
+        the guide's log density (summed) as a function of ``z``."""
+        trace = local_trace(guide, args, kwargs, {self.plate.name: idx})
+        missing = [n for n in self.names if n not in trace.nodes]
+        if missing:
+            raise ValueError(f"local_guide does not sample the local site(s) {missing}")
+        z_0 = self.pack(
+            {
+                s.name: s.site.require_transform().inv(trace.nodes[s.name]["value"])
+                for s in self.slots
+            }
+        )
+        log_q0 = self.constrain(z_0)[1] + trace_per_element(trace, self.plate, len(idx))
+
+        def log_q(z: torch.Tensor) -> torch.Tensor:
+            return self.log_density(guide, z, idx, args, kwargs).sum()
+
+        return z_0, log_q0, log_q
+
 
 def trace_per_element(trace: Any, plate: PlateFacts, size: int) -> torch.Tensor:
     """The log density of a trace's sample sites per element of ``plate``."""

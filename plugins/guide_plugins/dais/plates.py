@@ -156,3 +156,55 @@ def make_local_plate(
     return pyro.plate(
         plate.name, plate.full_size, dim=plate.dim, subsample_size=size, device=device
     )
+
+
+def summary_chunks(
+    indices: torch.Tensor | None, size: int, full_size: int, device: Any
+) -> list[torch.Tensor]:
+    """The subsamples a summary runs: the model's own indices, else every
+    element of the plate in chunks of the model's subsample size (the last
+    one wrapping around, to keep the size the local model expects)."""
+    if indices is not None:
+        return [torch.as_tensor(indices, device=device)]
+    return [
+        torch.arange(start, start + size, device=device) % full_size
+        for start in range(0, full_size, size)
+    ]
+
+
+def check_arguments(
+    local_model: Any,
+    global_guide: Any,
+    local_guide: Any,
+    subsample_plate: Any,
+    prefix: Any,
+    use_global_dais_params: Any,
+) -> None:
+    """Check AutoSemiDAIS's arguments other than the dynamics'.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument and its value.
+    """
+    if not callable(local_model):
+        raise TypeError(
+            f"'local_model' must be callable (a Pyro model): {local_model!r}"
+        )
+    if global_guide is not None and not (
+        callable(global_guide) and callable(getattr(global_guide, "model", None))
+    ):
+        raise TypeError(
+            "'global_guide' must be a guide of the global sites with a .model (the "
+            f"global model), e.g. AutoNormal(global_model), or None: {global_guide!r}"
+        )
+    if local_guide is not None and not callable(local_guide):
+        raise TypeError(f"'local_guide' must be callable or None: {local_guide!r}")
+    for name, value in (("subsample_plate", subsample_plate), ("prefix", prefix)):
+        if value is not None and not (isinstance(value, str) and value):
+            raise ValueError(f"'{name}' must be a non-empty str or None: {value!r}")
+    if not isinstance(use_global_dais_params, bool):
+        raise ValueError(
+            "'use_global_dais_params' must be True or False: "
+            f"{use_global_dais_params!r}"
+        )

@@ -37,12 +37,14 @@ from guide_core.core.latent import GuideDelta, constrain
 from guide_core.core.packing import empirical_quantiles
 
 from .langevin import anneal, check_dynamics, logit_step, schedule, step_size
-from .local import LocalLayout, local_trace, trace_per_element
+from .local import LocalLayout, local_trace
 from .plates import (
+    check_arguments,
     find_local_plate,
     local_model_sites,
     local_subsample,
     make_local_plate,
+    summary_chunks,
 )
 
 __all__ = ["AutoSemiDAIS"]
@@ -132,15 +134,14 @@ class AutoSemiDAIS(AutoGuide):
         checked = check_dynamics(K, eta_init, eta_max, gamma_init)
         self.K, self.eta_init, self.eta_max, self.gamma_init = checked
         self._init_scale = validate_init_scale(init_scale)
-        _check_callables(local_model, global_guide, local_guide)
-        for name, value in (("subsample_plate", subsample_plate), ("prefix", prefix)):
-            if value is not None and not (isinstance(value, str) and value):
-                raise ValueError(f"'{name}' must be a non-empty str or None: {value!r}")
-        if not isinstance(use_global_dais_params, bool):
-            raise ValueError(
-                f"'use_global_dais_params' must be True or False: "
-                f"{use_global_dais_params!r}"
-            )
+        check_arguments(
+            local_model,
+            global_guide,
+            local_guide,
+            subsample_plate,
+            prefix,
+            use_global_dais_params,
+        )
         super().__init__(model)
         if prefix is not None:
             self._pyro_name = prefix
@@ -282,24 +283,7 @@ class AutoSemiDAIS(AutoGuide):
             base = dist.Normal(self.z_0_loc[idx], self.z_0_scale[idx]).to_event(1)
             z_0 = base.rsample()
             return z_0, base.log_prob(z_0), lambda z: base.log_prob(z).sum()
-        layout, guide, name = self._layout, self.local_guide, self._layout.plate.name
-        trace = local_trace(guide, args, kwargs, {name: idx})
-        values = {n: trace.nodes[n]["value"] for n in layout.names if n in trace.nodes}
-        if len(values) != len(layout.names):
-            missing = [n for n in layout.names if n not in values]
-            raise ValueError(f"local_guide does not sample the local site(s) {missing}")
-        unconstrained = {
-            s.name: s.site.require_transform().inv(values[s.name]) for s in layout.slots
-        }
-        z_0 = layout.pack(unconstrained)
-        log_q0 = layout.constrain(z_0)[1] + trace_per_element(
-            trace, layout.plate, len(idx)
-        )
-
-        def log_q(z: torch.Tensor) -> torch.Tensor:
-            return layout.log_density(guide, z, idx, args, kwargs).sum()
-
-        return z_0, log_q0, log_q
+        return self._layout.guide_start(self.local_guide, idx, args, kwargs)
 
     def _local_trajectories(
         self, idx: torch.Tensor, args: tuple, kwargs: dict, create_graph: bool = True
@@ -401,14 +385,7 @@ class AutoSemiDAIS(AutoGuide):
                 indices, size, _ = local_subsample(
                     self.local_model, local_args, local_kwargs, plate
                 )
-                if indices is None:  # every element, the last chunk wrapping
-                    n = plate.full_size
-                    chunks = [
-                        torch.arange(start, start + size, device=like.device) % n
-                        for start in range(0, n, size)
-                    ]
-                else:
-                    chunks = [torch.as_tensor(indices, device=like.device)]
+                chunks = summary_chunks(indices, size, plate.full_size, like.device)
                 z = torch.cat(
                     [
                         self._local_trajectories(
@@ -447,19 +424,3 @@ class AutoSemiDAIS(AutoGuide):
             result.update(self.global_guide.quantiles(q, *args, **kwargs))
         result.update(self._local_summaries(q, args, kwargs))
         return result
-
-
-def _check_callables(local_model: Any, global_guide: Any, local_guide: Any) -> None:
-    if not callable(local_model):
-        raise TypeError(
-            f"'local_model' must be callable (a Pyro model): {local_model!r}"
-        )
-    if global_guide is not None and not (
-        callable(global_guide) and callable(getattr(global_guide, "model", None))
-    ):
-        raise TypeError(
-            "'global_guide' must be a guide of the global sites with a .model (the "
-            f"global model), e.g. AutoNormal(global_model), or None: {global_guide!r}"
-        )
-    if local_guide is not None and not callable(local_guide):
-        raise TypeError(f"'local_guide' must be callable or None: {local_guide!r}")
