@@ -505,3 +505,14 @@ def test_the_docs_example_runs_with_the_plugin_registered(registered, capsys):
     page = Path(__file__).resolve().parents[2] / "docs" / "families" / "dais.rst"
     exec(_code_block_after(page.read_text(), "\nSemi-local example\n"), {})  # noqa: S102
     assert capsys.readouterr().out.strip()
+
+
+def test_predictive_runs_the_trajectories_under_no_grad():
+    """Predictive draws under torch.no_grad(); the dynamics still take gradients."""
+    pyro.clear_param_store()
+    guide = AutoSemiDAIS(model, local_model, AutoNormal(global_model), K=2)
+    out = pyro.infer.Predictive(model, guide=guide, num_samples=3)(2)
+    assert out["z"].shape == (3, 2) and torch.isfinite(out["z"]).all()
+    single = AutoDAIS(global_model, K=2)
+    with torch.no_grad():
+        assert torch.isfinite(single()["mu"])

@@ -120,7 +120,22 @@ def anneal(
     -------
     (Tensor, Tensor)
         ``z_K`` and, per trajectory, ``sum_k [log N(v_k) - log N(v'_k)]``.
+        Under ``torch.no_grad()`` (e.g. ``Predictive``) the gradients of the
+        dynamics are still taken, and the results are detached.
     """
+    if not torch.is_grad_enabled():
+        with torch.enable_grad():
+            z, kinetic = anneal(
+                z,
+                log_p,
+                log_q,
+                eta=eta,
+                gamma=gamma,
+                mass=mass,
+                betas=betas,
+                create_graph=False,
+            )
+        return z.detach(), kinetic.detach()
     mass = mass.expand(z.shape)
     momentum = dist.Normal(torch.zeros_like(mass), mass.sqrt()).to_event(1)
     eta, gamma = eta[..., None], gamma[..., None]
