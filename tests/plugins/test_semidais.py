@@ -135,6 +135,9 @@ def test_the_elbo_is_the_global_terms_plus_the_scaled_local_log_weights():
     idx = trace.nodes["data"]["value"]
     assert torch.equal(model_trace.nodes["data"]["value"], idx)  # one subsample
     assert "y" not in trace.nodes  # the inner runs leak nothing
+    assert guide.step_size.shape == (N,) and (guide.step_size < guide.eta_max).all()
+    assert guide.betas.shape == (N, 2)
+    assert torch.allclose(guide.betas[:, -1], torch.ones(N))
 
 
 # -- fitting ------------------------------------------------------------------------
@@ -179,6 +182,8 @@ def test_a_fit_with_subsampling_recovers_the_posterior_of_mu_and_of_each_z():
 
 @pytest.mark.slow
 def test_more_steps_give_a_better_fitted_bound():
+    """Gaussian starts cannot follow mu; K = 4 trained steps close much of that
+    gap (measured: K=1 -10.49 +- 0.06, K=4 -10.25 +- 0.03, log p(y) -10.13)."""
     results = {}
     for K in (1, 4):
         pyro.clear_param_store()
@@ -188,14 +193,17 @@ def test_more_steps_give_a_better_fitted_bound():
             local_model,
             AutoNormal(global_model),
             K=K,
-            eta_init=0.05,
-            eta_max=0.5,
+            eta_init=0.3,
+            eta_max=1.0,
             init_scale=0.5,
         )
-        fit(guide, 600, lr=0.03)
-        results[K] = elbos(guide, 300).mean().item()
-    assert results[4] <= exact()[2] + 0.05
-    assert results[4] > results[1] + 0.02, results
+        fit(guide, 300, lr=0.03)
+        values = elbos(guide, 200)
+        results[K] = (values.mean().item(), values.std().item() / math.sqrt(200))
+    (low, se_low), (high, se_high) = results[1], results[4]
+    assert high > low + 3 * math.hypot(se_low, se_high), results
+    assert high <= exact()[2] + 3 * se_high
+    assert high > low + 0.1, results
 
 
 # -- summaries, save/load, dtype ----------------------------------------------------

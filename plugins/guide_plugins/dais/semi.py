@@ -266,10 +266,24 @@ class AutoSemiDAIS(AutoGuide):
         local_args, local_kwargs = self._local_inputs(args, kwargs, values)
         return dict(values), local_args, local_kwargs
 
+    @property
+    def step_size(self) -> torch.Tensor:
+        """The step size of each element (or the shared one)."""
+        return step_size(self.eta_coeff, self.eta_max)
+
+    @property
+    def betas(self) -> torch.Tensor:
+        """The schedule ``beta_1 < ... < beta_K = 1`` (last dim ``K``)."""
+        return schedule(self.beta_increments)
+
     def _dynamics(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """Step size, damping, mass and schedule of the elements ``idx``."""
-        eta, gamma = step_size(self.eta_coeff, self.eta_max), self.gamma
-        mass, betas = self.mass_matrix, schedule(self.beta_increments)
+        eta, gamma, mass, betas = (
+            self.step_size,
+            self.gamma,
+            self.mass_matrix,
+            self.betas,
+        )
         if not self.use_global_dais_params:
             eta, gamma, mass, betas = eta[idx], gamma[idx], mass[idx], betas[idx]
         return {"eta": eta, "gamma": gamma, "mass": mass, "betas": betas}
