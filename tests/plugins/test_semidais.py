@@ -524,3 +524,28 @@ def test_predictive_runs_the_trajectories_under_no_grad():
     single = AutoDAIS(global_model, K=2)
     with torch.no_grad():
         assert torch.isfinite(single()["mu"])
+
+
+def test_the_models_own_subsample_indices_are_followed():
+    def gm(idx):
+        return pyro.sample("mu", dist.Normal(0.0, 1.0)), idx
+
+    def lm(inputs):
+        mu, idx = inputs
+        with pyro.plate("data", N, subsample=idx):
+            z = pyro.sample("z", dist.Normal(mu, 1.0))
+            pyro.sample("y", dist.Normal(z, 1.0), obs=Y[idx])
+
+    def m(idx):
+        lm(gm(idx))
+
+    pyro.clear_param_store()
+    guide = AutoSemiDAIS(m, lm, AutoNormal(gm), K=1)
+    guide(torch.tensor([0, 1, 2]))
+    idx = torch.tensor([4, 1])
+    trace = pyro.poutine.trace(guide).get_trace(idx)
+    assert torch.equal(trace.nodes["data"]["value"], idx)
+    assert trace.nodes["z"]["value"].shape == (2,)
+    assert math.isfinite(Trace_ELBO().loss(m, guide, idx))
+    guide.num_summary_samples = 5
+    assert guide.median(idx)["z"].shape == (2,)  # at the model's indices only
