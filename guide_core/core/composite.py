@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -108,6 +109,11 @@ class AutoGuideList(AutoGuide, nn.ModuleList):
         guide.append(AutoNormal(poutine.block(model, hide=["assignment"])))
         guide.append(AutoDiscreteParallel(poutine.block(model, expose=["assignment"])))
 
+    A part whose class sets ``conditions_on_other_parts = True`` (AutoDAIS)
+    targets the model conditioned on what the other parts drew: the list runs
+    it after them and gives it their values through :meth:`_given_other_parts`.
+    At most one part may do so.
+
     Parameters
     ----------
     model : callable
@@ -119,6 +125,7 @@ class AutoGuideList(AutoGuide, nn.ModuleList):
     def __init__(self, model: Callable, *, create_plates: Callable | None = None):
         super().__init__(model, create_plates=create_plates)
         self._devices_checked = False
+        self._sampled: dict[str, torch.Tensor] | None = None
 
     def append(self, part: AutoGuide | Callable) -> None:
         """Add a guide for part of the model; a plain callable is wrapped.
@@ -191,9 +198,70 @@ class AutoGuideList(AutoGuide, nn.ModuleList):
         if not self._devices_checked:
             self._check_devices()
         result: dict[str, torch.Tensor] = {}
-        for part in self:
-            result.update(part(*args, **kwargs))
+        self._sampled = result
+        try:
+            for part in self._ordered_parts():
+                result.update(part(*args, **kwargs))
+        finally:
+            self._sampled = None
         return result
+
+    def _ordered_parts(self) -> list[nn.Module]:
+        """The parts, those that condition on the others last."""
+        later = [p for p in self if getattr(p, "conditions_on_other_parts", False)]
+        if len(later) > 1:
+            names = ", ".join(
+                _describe(i, p)
+                for i, p in enumerate(self)
+                if any(p is q for q in later)
+            )
+            raise ValueError(
+                f"{names} each target the model conditioned on the other parts' "
+                "values, so neither can run before the other; keep one of them and "
+                "guide the other sites with a part that does not (e.g. AutoNormal)"
+            )
+        return [p for p in self if not any(p is q for q in later)] + later
+
+    def _given_other_parts(self, part: nn.Module) -> tuple[Callable, dict[str, Any]]:
+        """The list's model and what to condition it on for ``part``'s target:
+        the values the other parts drew in this call and the indices of the
+        list's subsampled plates.
+
+        Raises
+        ------
+        RuntimeError
+            Outside a call of the list (or of :meth:`_other_parts_drawn`).
+        """
+        if self._sampled is None:
+            raise RuntimeError(
+                f"{type(part).__name__} is a part of an AutoGuideList and targets the "
+                "model given the other parts' values; call the whole list, not the "
+                "part alone"
+            )
+        given: dict[str, Any] = dict(self._sampled)
+        for name, plate in getattr(self, "plates", {}).items():
+            indices = getattr(plate, "_indices", None)
+            if indices is not None:
+                given[name] = indices
+        return self.model, given
+
+    @contextlib.contextmanager
+    def _other_parts_drawn(
+        self, part: nn.Module, *args: Any, **kwargs: Any
+    ) -> Iterator[None]:
+        """Draw every part but ``part`` (hidden from outer handlers), so that
+        ``part`` can be run alone, e.g. for its sampled summaries."""
+        values: dict[str, torch.Tensor] = {}
+        with poutine.block():
+            self._create_plates(*args, **kwargs)
+            for other in self:
+                if other is not part:
+                    values.update(other(*args, **kwargs))
+        self._sampled = values
+        try:
+            yield
+        finally:
+            self._sampled = None
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False

@@ -234,7 +234,7 @@ def registered():
 
 
 def test_registered_name_and_capabilities(registered):
-    assert registry.families()["dais"] == ["auto_dais"]
+    assert registry.families()["dais"] == ["auto_dais", "auto_semi_dais"]
     spec = registry.info("auto_dais")
     assert spec.factory is AutoDAIS
     caps = spec.capabilities

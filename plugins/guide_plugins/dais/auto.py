@@ -1,4 +1,4 @@
-"""The ``dais`` family: differentiable annealed importance sampling (DAIS).
+""":class:`AutoDAIS`: differentiable annealed importance sampling over the flat latent.
 
 :class:`AutoDAIS` refines a Gaussian over the flat unconstrained latent of
 :class:`~guide_plugins.continuous.AutoContinuous` with ``K`` steps of
@@ -35,7 +35,7 @@ terms, and every model site as a point mass at its slice of ``z_K``; a
 
 from __future__ import annotations
 
-import math
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -49,40 +49,24 @@ from pyro.nn.module import PyroParam
 from pyro.poutine.runtime import get_plates
 from torch import nn
 
-from guide_core import Capabilities, GuideSpec, hookimpl, init_to_uniform
+from guide_core import init_to_uniform
 from guide_core.core.guide import validate_init_scale
 from guide_plugins.continuous import AutoContinuous
 
-__all__ = ["AutoDAIS", "register_guides"]
+from .langevin import anneal, check_dynamics, logit_step, schedule, step_size
+
+__all__ = ["AutoDAIS"]
 
 BASE_DISTS = ("diagonal", "cholesky")
 
 
-def _validate(
-    K: Any, base_dist: Any, eta_init: Any, eta_max: Any, gamma_init: Any
-) -> tuple[int, str, float, float, float]:
-    """Check the constructor's arguments; return them normalized."""
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-        raise ValueError(f"'K' must be an int >= 1 (the number of steps): {K!r}")
+def _check_base_dist(base_dist: Any) -> str:
     if base_dist not in BASE_DISTS:
         raise ValueError(
             f"'base_dist' must be one of {', '.join(map(repr, BASE_DISTS))}: "
             f"{base_dist!r}"
         )
-    for name, value in (("eta_max", eta_max), ("eta_init", eta_init)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"'{name}' must be a float > 0: {value!r}")
-    if not eta_max > 0:
-        raise ValueError(f"'eta_max' must be > 0: {eta_max!r}")
-    if not 0 < eta_init < eta_max:
-        raise ValueError(
-            f"'eta_init' must lie in (0, eta_max) = (0, {eta_max!r}): {eta_init!r}"
-        )
-    if isinstance(gamma_init, bool) or not isinstance(gamma_init, (int, float)):
-        raise ValueError(f"'gamma_init' must be a float in (0, 1): {gamma_init!r}")
-    if not 0 < gamma_init < 1:
-        raise ValueError(f"'gamma_init' must lie in (0, 1): {gamma_init!r}")
-    return K, base_dist, float(eta_init), float(eta_max), float(gamma_init)
+    return base_dist
 
 
 class AutoDAIS(AutoContinuous):
@@ -106,11 +90,13 @@ class AutoDAIS(AutoContinuous):
     Each call evaluates the gradient of the model's log density ``K + 1``
     times, running the model under ``poutine.condition`` inside
     ``poutine.block`` (nothing reaches the outer trace); the model must
-    therefore be differentiable in its latent values. It must be the whole
-    guide: the model's other sites are not conditioned on another guide's
-    values. Particles must not be vectorized (``vectorize_particles=True``
-    would give one trajectory to all particles); use
-    ``Trace_ELBO(num_particles=n)``. Not JIT-compatible.
+    therefore be differentiable in its latent values. As a part of an
+    :class:`~guide_core.AutoGuideList` (built on ``poutine.block(model,
+    expose=[...])``) it runs after the other parts and targets the list's
+    model conditioned on their values, so the bound stays a bound of the whole
+    model; one such part per list. Particles must not be vectorized
+    (``vectorize_particles=True`` would give one trajectory to all
+    particles); use ``Trace_ELBO(num_particles=n)``. Not JIT-compatible.
 
     :meth:`get_posterior` has no closed form and raises; :meth:`median` and
     :meth:`quantiles` are estimated from :attr:`num_summary_samples`
@@ -139,6 +125,7 @@ class AutoDAIS(AutoContinuous):
     """
 
     num_summary_samples: int = 250
+    conditions_on_other_parts = True  # in an AutoGuideList, run after the rest
 
     def __init__(
         self,
@@ -152,8 +139,9 @@ class AutoDAIS(AutoContinuous):
         init_loc_fn: Callable = init_to_uniform,
         init_scale: float = 0.1,
     ):
-        checked = _validate(K, base_dist, eta_init, eta_max, gamma_init)
-        self.K, self.base_dist, self.eta_init, self.eta_max, self.gamma_init = checked
+        checked = check_dynamics(K, eta_init, eta_max, gamma_init)
+        self.K, self.eta_init, self.eta_max, self.gamma_init = checked
+        self.base_dist = _check_base_dist(base_dist)
         self._init_scale = validate_init_scale(init_scale)
         super().__init__(model, init_loc_fn=init_loc_fn)
         # the model without init_loc_fn: conditioned runs must not draw inits
@@ -173,8 +161,9 @@ class AutoDAIS(AutoContinuous):
         if self.base_dist == "cholesky":
             tril = eye_like(loc, self.latent_dim)
             self.z_0_scale_tril = PyroParam(tril, constraints.unit_lower_cholesky)
-        ratio = self.eta_init / self.eta_max
-        self.eta_coeff = nn.Parameter(loc.new_tensor(math.log(ratio / (1 - ratio))))
+        self.eta_coeff = nn.Parameter(
+            loc.new_tensor(logit_step(self.eta_init, self.eta_max))
+        )
         gamma = loc.new_tensor(self.gamma_init)
         self.gamma = PyroParam(gamma, constraints.interval(0.0, 1.0))
         self.mass_matrix = PyroParam(
@@ -210,22 +199,26 @@ class AutoDAIS(AutoContinuous):
     @property
     def step_size(self) -> torch.Tensor:
         """The leapfrog step size ``eta = eta_max * sigmoid(eta_coeff)``."""
-        return self.eta_max * torch.sigmoid(self.eta_coeff)
+        return step_size(self.eta_coeff, self.eta_max)
 
     @property
     def betas(self) -> torch.Tensor:
         """The annealing schedule ``beta_1 < ... < beta_K = 1`` (shape ``(K,)``)."""
-        cumulative = self.beta_increments.cumsum(-1)
-        return cumulative / cumulative[..., -1:]
+        return schedule(self.beta_increments)
 
     def _log_joint(self, z: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
         """``log p(x, z)`` in the unconstrained space, for one flat ``z`` (``(D,)``).
 
         The model runs conditioned on the constrained values inside
-        ``poutine.block``, so none of its sites reach an outer trace.
+        ``poutine.block``, so none of its sites reach an outer trace. As a part
+        of an :class:`~guide_core.AutoGuideList` it is the list's whole model,
+        conditioned also on what the other parts drew in this call.
         """
         values = self._layout.unpack(z)
-        conditioned, log_det = {}, z.new_zeros(())
+        target, conditioned = self._target[0], {}
+        if self.master is not None:
+            target, conditioned = self.master()._given_other_parts(self)
+        conditioned, log_det = dict(conditioned), z.new_zeros(())
         for slot in self._layout:
             u = values[slot.name]
             transform = slot.site.require_transform()
@@ -234,50 +227,27 @@ class AutoDAIS(AutoContinuous):
             if value is not u:
                 log_det = log_det + transform.log_abs_det_jacobian(u, value).sum()
         with poutine.block():
-            model = poutine.condition(self._target[0], data=conditioned)
+            model = poutine.condition(target, data=conditioned)
             trace = poutine.trace(model).get_trace(*args, **kwargs)
         return trace.log_prob_sum() + log_det
-
-    def _grads(
-        self,
-        z: torch.Tensor,
-        base: dist.TorchDistribution,
-        args: tuple,
-        kwargs: dict,
-        create_graph: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gradients in ``z`` of ``log p(x, z)`` and of ``log q0(z)``."""
-        if not z.requires_grad:
-            z = z.detach().requires_grad_()
-        log_p = self._log_joint(z, args, kwargs)
-        (grad_p,) = torch.autograd.grad(log_p, z, create_graph=create_graph)
-        (grad_q,) = torch.autograd.grad(base.log_prob(z), z, create_graph=create_graph)
-        return grad_p, grad_q
 
     def _trajectory(
         self, args: tuple, kwargs: dict, create_graph: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run one trajectory; return ``z_K`` and ``log p(x, z_K) - log w``."""
         base = self.get_base_dist()
-        z = base.rsample()
-        log_density = base.log_prob(z)
-        eta, gamma, betas = self.step_size, self.gamma, self.betas
-        mass = self.mass_matrix
-        momentum = dist.Normal(torch.zeros_like(mass), mass.sqrt()).to_event(1)
-        refresh = (1 - gamma * gamma).sqrt()
-        v = momentum.rsample()
-        grad_p, grad_q = self._grads(z, base, args, kwargs, create_graph)
-        for k in range(self.K):
-            if k > 0:
-                v = gamma * v + refresh * momentum.rsample()
-            beta = betas[k]
-            log_n_before = momentum.log_prob(v)
-            v = v + 0.5 * eta * (beta * grad_p + (1 - beta) * grad_q)
-            z = z + eta * v / mass
-            grad_p, grad_q = self._grads(z, base, args, kwargs, create_graph)
-            v = v + 0.5 * eta * (beta * grad_p + (1 - beta) * grad_q)
-            log_density = log_density - (momentum.log_prob(v) - log_n_before)
-        return z, log_density
+        z_0 = base.rsample()
+        z, kinetic = anneal(
+            z_0,
+            lambda u: self._log_joint(u, args, kwargs),
+            base.log_prob,
+            eta=self.step_size,
+            gamma=self.gamma,
+            mass=self.mass_matrix,
+            betas=self.betas,
+            create_graph=create_graph,
+        )
+        return z, base.log_prob(z_0) - kinetic
 
     # -- the guide -----------------------------------------------------------------
 
@@ -310,6 +280,13 @@ class AutoDAIS(AutoContinuous):
         z, log_density = self._trajectory(args, kwargs)
         return self._log_joint(z, args, kwargs) - log_density
 
+    def _others_drawn(self, args: tuple, kwargs: dict) -> Any:
+        """As a part of a list, a context in which the other parts have drawn
+        their values (a summary marginalizes over them); else a no-op."""
+        if self.master is None:
+            return contextlib.nullcontext()
+        return self.master()._other_parts_drawn(self, *args, **kwargs)
+
     def _summary_samples(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Draw :attr:`num_summary_samples` ``z_K`` from :attr:`summary_seed` on a
         fork of the random state (training is not perturbed)."""
@@ -319,21 +296,7 @@ class AutoDAIS(AutoContinuous):
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             torch.manual_seed(self.summary_seed)
             for _ in range(int(self.num_summary_samples)):
-                z, _ = self._trajectory(args, kwargs, create_graph=False)
+                with self._others_drawn(args, kwargs):
+                    z, _ = self._trajectory(args, kwargs, create_graph=False)
                 draws.append(z.detach())
         return torch.stack(draws)
-
-
-@hookimpl
-def register_guides(register: Callable[[GuideSpec], None]) -> None:
-    """Register ``auto_dais``."""
-    register(
-        GuideSpec(
-            name="auto_dais",
-            factory=AutoDAIS,
-            family="dais",
-            summary="A Gaussian over the flat latent refined by K differentiable "
-            "annealed (uncorrected Langevin) importance sampling steps.",
-            capabilities=Capabilities(jit=False),
-        )
-    )
