@@ -18,7 +18,6 @@ full-data bound, which is why this guide, unlike AutoDAIS, subsamples.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,7 +33,6 @@ from torch import nn
 from guide_core import AutoGuide
 from guide_core.core.guide import validate_init_scale
 from guide_core.core.latent import GuideDelta, constrain
-from guide_core.core.packing import empirical_quantiles
 
 from .langevin import anneal, check_dynamics, logit_step, schedule, step_size
 from .local import LocalLayout, local_trace
@@ -44,13 +42,13 @@ from .plates import (
     local_model_sites,
     local_subsample,
     make_local_plate,
-    summary_chunks,
 )
+from .semi_summaries import SemiSummaries
 
 __all__ = ["AutoSemiDAIS"]
 
 
-class AutoSemiDAIS(AutoGuide):
+class AutoSemiDAIS(SemiSummaries, AutoGuide):
     """A parametric guide for the globals and per-element DAIS for the locals.
 
     The model's latent sites in the subsampled plate (the *local* sites) get
@@ -377,64 +375,3 @@ class AutoSemiDAIS(AutoGuide):
             "Langevin steps) has no closed-form density; draw from it by calling "
             "the guide or use median()/quantiles()"
         )
-
-    # -- summaries -------------------------------------------------------------------
-
-    def _local_draws(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        """:attr:`num_summary_samples` draws of the local matrix ``(n, M, D)``
-        from :attr:`summary_seed`, each given a fresh draw of the globals: at
-        the model's own ``subsample=`` indices, else at every element of the
-        plate (in chunks of the model's subsample size)."""
-        like, plate = self.eta_coeff, self._layout.plate
-        devices = [like.device.index or 0] if like.device.type == "cuda" else []
-        draws = []
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.random.fork_rng(devices=devices))
-            stack.enter_context(torch.enable_grad())
-            stack.enter_context(poutine.block())
-            torch.manual_seed(self.summary_seed)
-            for _ in range(int(self.num_summary_samples)):
-                self._create_plates(*args, **kwargs)
-                _, local_args, local_kwargs = self._globals(args, kwargs)
-                indices, size, _ = local_subsample(
-                    self.local_model, local_args, local_kwargs, plate
-                )
-                chunks = summary_chunks(indices, size, plate.full_size, like.device)
-                z = torch.cat(
-                    [
-                        self._local_trajectories(
-                            idx, local_args, local_kwargs, create_graph=False
-                        )[0].detach()
-                        for idx in chunks
-                    ]
-                )
-                draws.append(z[: plate.full_size] if indices is None else z)
-        return torch.stack(draws)
-
-    def _local_summaries(
-        self, q: torch.Tensor, args: tuple, kwargs: dict
-    ) -> dict[str, torch.Tensor]:
-        latent = empirical_quantiles(self._local_draws(args, kwargs), q)
-        values = self._layout.unpack(latent)
-        return {
-            s.name: s.site.require_transform()(values[s.name])
-            for s in self._layout.slots
-        }
-
-    def _median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        result = (
-            dict(self.global_guide.median(*args, **kwargs)) if self.global_guide else {}
-        )
-        half = torch.tensor([0.5])
-        local = self._local_summaries(half, args, kwargs)
-        result.update({n: v[0] for n, v in local.items()})
-        return result
-
-    def _quantiles(
-        self, q: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> dict[str, torch.Tensor]:
-        result = {}
-        if self.global_guide is not None:
-            result.update(self.global_guide.quantiles(q, *args, **kwargs))
-        result.update(self._local_summaries(q, args, kwargs))
-        return result
