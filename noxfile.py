@@ -56,8 +56,20 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Time our guides against pyro.infer.autoguide (ratios from one run)."""
-    _install(session)
+    """Time our guides against pyro.infer.autoguide (ratios from one run).
+
+    With memory (a fresh process per side), NumPyro's jitted step and
+    end-to-end fits on; pass e.g. ``-- --engines recorded,compiled``.
+    """
+    _install(session, "test,bench")
     session.run(
-        "python", "-m", "benchmarks", "--out", "benchmarks/results", *session.posargs
+        "python",
+        "-m",
+        "benchmarks",
+        "--memory",
+        "--numpyro",
+        "--end-to-end",
+        "--out",
+        "benchmarks/results",
+        *session.posargs,
     )
