@@ -198,7 +198,9 @@ def memory_table(data: dict[str, Any]) -> list[str]:
 def batched_table(data: dict[str, Any]) -> list[str]:
     """AutoBatched* against AutoMultivariateNormal, per model: time and memory."""
     by = {(c["guide"], c["model"]): c for c in data["cells"] if not c.get("backend")}
-    models = [m for (g, m) in by if g == DENSE]
+    # The models where a batched guide ran, and hierarchical (where they refuse).
+    ran = {m for (g, m), c in by.items() if g in BATCHED and c["ours_ms"] is not None}
+    models = [m for (g, m) in by if g == DENSE and (m in ran or m == "hierarchical")]
     rows = []
     for model in models:
         dense = by[(DENSE, model)]
