@@ -20,6 +20,7 @@ from .harness import (
     select_guides,
 )
 from .isolation import Slot
+from .memory import PeakMeter
 from .models import MODEL_NAMES, ModelCase, build_model, build_suite
 from .report import COLUMNS, to_json, to_markdown, write_reports
 from .timing import Runner, SideResult, measure_floor, time_pair
@@ -31,6 +32,7 @@ __all__ = [
     "BenchResult",
     "CellResult",
     "ModelCase",
+    "PeakMeter",
     "Runner",
     "SideResult",
     "Slot",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .end_to_end import E2E_GUIDES
 from .harness import BenchConfig, run_benchmarks
 from .models import MODEL_NAMES
 from .report import to_markdown, write_reports
@@ -42,6 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
         "separated: recorded,compiled (extra columns); pyro_jit adds Pyro's guide "
         "under JitTrace_ELBO",
     )
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="also measure each side's peak memory (a fresh process per side)",
+    )
+    p.add_argument(
+        "--numpyro",
+        action="store_true",
+        help="also time NumPyro's jitted step of the same guide (if installed)",
+    )
+    p.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="also time whole fits: guide_core.fit(engine='auto') vs Pyro's SVI loop",
+    )
+    p.add_argument("--e2e-steps", type=int, help="steps of an end-to-end fit (2000)")
+    p.add_argument(
+        "--e2e-guides",
+        type=_names,
+        default=E2E_GUIDES,
+        help=f"guides fitted end to end (default {','.join(E2E_GUIDES)})",
+    )
     p.add_argument("--out", default="benchmarks/results", help="output directory")
     return p
 
@@ -62,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         validate=args.validate,
         backend=args.backend,
         engines=args.engines,
+        memory=args.memory,
+        numpyro=args.numpyro,
+        end_to_end=args.end_to_end,
+        e2e_steps=args.e2e_steps,
+        e2e_guides=args.e2e_guides,
     )
     try:
         result = run_benchmarks(config)

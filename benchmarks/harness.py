@@ -25,6 +25,8 @@ from pyro.infer import JitTrace_ELBO
 
 from guide_core.workflow.engines import ENGINES
 
+from . import end_to_end, probes
+from .end_to_end import E2E_GUIDES
 from .models import ModelCase, build_suite
 from .timing import Runner, SideResult, error_text, measure_floor, time_pair
 
@@ -35,6 +37,7 @@ __all__ = [
     "BenchResult",
     "CellResult",
     "machine_info",
+    "pyro_class",
     "run_benchmarks",
     "run_cell",
     "select_guides",
@@ -77,6 +80,18 @@ class BenchConfig:
         ``backend=`` for guides that take one (AutoGaussian); Pyro's side gets
         the same back end when Pyro has it, else its default. ``None`` runs
         every back end the guide lists, one cell each.
+    memory : bool
+        Also measure each side's peak memory, each in a fresh process
+        (:mod:`benchmarks.probes`).
+    numpyro : bool
+        Also time NumPyro's guide of the same class name under a jitted
+        ``svi.update``, where ``numpyro`` is installed.
+    end_to_end : bool
+        Also time 2,000-step fits end to end (:mod:`benchmarks.end_to_end`).
+    e2e_steps : int
+        Steps of an end-to-end fit (2,000; fewer with ``quick``).
+    e2e_guides : tuple of str
+        Registry names of the guides fitted end to end.
     engines : tuple of str
         :func:`guide_core.fit` engines (``"recorded"``, ``"compiled"``, ...)
         to time our guide under too, each a side of its own in the same
@@ -98,6 +113,11 @@ class BenchConfig:
     validate: bool = False
     backend: str | None = None
     engines: tuple[str, ...] = ()
+    memory: bool = False
+    numpyro: bool = False
+    end_to_end: bool = False
+    e2e_steps: int | None = None
+    e2e_guides: tuple[str, ...] = E2E_GUIDES
 
     def resolved(self) -> BenchConfig:
         """Return a copy with every ``None`` count filled in."""
@@ -117,8 +137,16 @@ class BenchConfig:
                     f"engines must be among {', '.join(ENGINES)}, {PYRO_JIT}, "
                     f"got {engine!r}"
                 )
+        e2e = (
+            (200 if self.quick else 2000) if self.e2e_steps is None else self.e2e_steps
+        )
         return replace(
-            self, steps=steps, rounds=rounds, warmup=warmup, floor_repeats=floor
+            self,
+            steps=steps,
+            rounds=rounds,
+            warmup=warmup,
+            floor_repeats=floor,
+            e2e_steps=e2e,
         )
 
 
@@ -137,6 +165,21 @@ class CellResult:
     loss_window: int = 10
     engines: dict[str, SideResult] = field(default_factory=dict)
     engine_used: dict[str, str | None] = field(default_factory=dict)
+    pyro_missing: str | None = None
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    numpyro: dict[str, Any] | None = None
+
+    @property
+    def not_applicable(self) -> str | None:
+        """Why our guide does not apply to the model, for a guide Pyro lacks.
+
+        Such a guide has no oracle; one that refused the model before its
+        first step (building or setting up) is reported as ``n/a`` with its
+        message rather than as an error.
+        """
+        if self.pyro_missing and self.ours.error and not self.ours.losses:
+            return self.ours.error
+        return None
 
     def _over(self, num: float | None, den: float | None) -> float | None:
         return None if num is None or den is None or den <= 0 else num / den
@@ -163,6 +206,10 @@ class CellResult:
             "final_loss_ours": self.ours.final_loss(self.loss_window),
             "final_loss_pyro": self.pyro.final_loss(self.loss_window),
             "ours_error": self.ours.error,
+            "pyro_missing": self.pyro_missing,
+            "not_applicable": self.not_applicable,
+            "memory": self.memory,
+            "numpyro": self.numpyro,
             "pyro_error": self.pyro.error,
             "floor_error": self.floor_error,
             "ours_steps_ms": self.ours.times_ms,
@@ -187,35 +234,56 @@ class BenchResult:
 
     config: BenchConfig
     cells: list[CellResult] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
+    no_pyro: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    end_to_end: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def pyro_class(spec: Any) -> type | None:
+    """Pyro's class of the same ``class_name`` as ``spec``, or None."""
+    return getattr(pyro_autoguide, spec.class_name, None)
 
 
 def select_guides(
     names: tuple[str, ...] | list[str] | None = None,
 ) -> tuple[list[Any], dict[str, str]]:
-    """Return the registered guide specs to benchmark and those skipped.
+    """Return the registered guide specs to benchmark and those Pyro lacks.
 
-    A guide is benchmarked when Pyro has a class of the same ``class_name`` in
-    ``pyro.infer.autoguide``. Naming a guide in ``names`` that is not registered
-    raises the registry's error; naming one Pyro lacks puts it in ``skipped``.
+    Every guide is benchmarked; one whose ``class_name`` is in
+    ``pyro.infer.autoguide`` is timed against Pyro's class, one that is not
+    is timed alone (against the model floor). Naming a guide in ``names`` that
+    is not registered raises the registry's error.
 
     Returns
     -------
     (list of GuideSpec, dict of str to str)
-        The specs to run, and ``{guide name: reason}`` for the others.
+        The specs to run, and ``{guide name: reason}`` for those without a
+        Pyro counterpart (they are among the specs).
     """
     from guide_core import registry
 
     wanted = registry.names() if names is None else list(names)
-    specs, skipped = [], {}
+    specs, no_pyro = [], {}
     for name in wanted:
         spec = registry.info(name)
-        if hasattr(pyro_autoguide, spec.class_name):
-            specs.append(spec)
-        else:
-            skipped[spec.name] = f"pyro.infer.autoguide has no {spec.class_name}"
-    return specs, skipped
+        specs.append(spec)
+        if pyro_class(spec) is None:
+            no_pyro[spec.name] = f"pyro.infer.autoguide has no {spec.class_name}"
+    return specs, no_pyro
+
+
+def side_factories(spec: Any, backend: str | None) -> tuple[Any, Any, str | None]:
+    """Our guide's factory, Pyro's (or None) and the back end actually used."""
+    pyro_cls = pyro_class(spec)
+    ours_cls = spec.factory
+    if backend is not None and spec.backends:
+        ours_cls = functools.partial(spec.factory, backend=backend)
+        if backend in getattr(pyro_cls, "backends", ()):
+            pyro_cls = functools.partial(pyro_cls, backend=backend)
+    else:
+        backend = None
+    return ours_cls, pyro_cls, backend
 
 
 def run_cell(
@@ -227,34 +295,36 @@ def run_cell(
     """
     cfg = config.resolved()
     backend = cfg.backend if backend is None else backend
-    pyro_cls = getattr(pyro_autoguide, spec.class_name)
-    ours_cls = spec.factory
-    if backend is not None and spec.backends:
-        ours_cls = functools.partial(spec.factory, backend=backend)
-        if backend in getattr(pyro_cls, "backends", ()):
-            pyro_cls = functools.partial(pyro_cls, backend=backend)
-    else:
-        backend = None
+    ours_cls, pyro_cls, backend = side_factories(spec, backend)
     ours = Runner(ours_cls, case, seed=cfg.seed, lr=cfg.lr)
-    theirs = Runner(pyro_cls, case, seed=cfg.seed, lr=cfg.lr)
+    theirs = None if pyro_cls is None else Runner(pyro_cls, case, cfg.seed, cfg.lr)
     extra = {
         e: Runner(pyro_cls, case, seed=cfg.seed, lr=cfg.lr, elbo=JitTrace_ELBO)
         if e == PYRO_JIT
         else Runner(ours_cls, case, seed=cfg.seed, lr=cfg.lr, engine=e)
         for e in cfg.engines
+        if e != PYRO_JIT or pyro_cls is not None
     }
-    time_pair([ours, theirs, *extra.values()], cfg.warmup, cfg.rounds, cfg.steps)
+    sides = [ours, *([theirs] if theirs else []), *extra.values()]
+    time_pair(sides, cfg.warmup, cfg.rounds, cfg.steps)
     cell = CellResult(
         guide=spec.name,
         class_name=spec.class_name,
         model=case.name,
         ours=ours.result,
-        pyro=theirs.result,
+        pyro=SideResult() if theirs is None else theirs.result,
         backend=backend,
         loss_window=cfg.loss_window,
         engines={e: r.result for e, r in extra.items()},
         engine_used={e: r.engine for e, r in extra.items()},
+        pyro_missing=None
+        if pyro_cls is not None
+        else f"pyro.infer.autoguide has no {spec.class_name}",
     )
+    if cfg.memory:
+        cell.memory = probes.cell_memory(cell, cfg)
+    if cfg.numpyro and probes.numpyro_missing() is None:
+        cell.numpyro = probes.cell_numpyro(cell, cfg)
     try:
         cell.floor_ms = statistics.median(
             measure_floor(case, cfg.floor_repeats, seed=cfg.seed)
@@ -315,9 +385,11 @@ def run_benchmarks(config: BenchConfig | None = None) -> BenchResult:
     BenchResult
     """
     cfg = (config or BenchConfig()).resolved()
-    specs, skipped = select_guides(cfg.guides)
+    specs, no_pyro = select_guides(cfg.guides)
     cases = build_suite(cfg.models, quick=cfg.quick)
-    result = BenchResult(cfg, skipped=skipped)
+    result = BenchResult(cfg, no_pyro=no_pyro)
+    if cfg.numpyro and (why := probes.numpyro_missing()):
+        result.notes.append(f"No numpyro column: {why}.")
     with _threads(cfg.threads), pyro.validation_enabled(cfg.validate):
         result.machine = machine_info()
         result.machine["validation"] = cfg.validate
@@ -326,4 +398,6 @@ def run_benchmarks(config: BenchConfig | None = None) -> BenchResult:
             for backend in backends:
                 for case in cases:
                     result.cells.append(run_cell(spec, case, cfg, backend))
+        if cfg.end_to_end:
+            result.end_to_end = end_to_end.run_all(cases, cfg)
     return result

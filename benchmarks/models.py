@@ -22,6 +22,7 @@ __all__ = [
     "ModelCase",
     "build_model",
     "build_suite",
+    "grouped_model",
     "hierarchical_model",
     "logistic_model",
     "random_walk_model",
@@ -36,6 +37,7 @@ _SIZES: dict[str, tuple[dict[str, int], dict[str, int]]] = {
     "hierarchical": ({"groups": 1000}, {"groups": 20}),
     "logistic": ({"features": 200, "points": 5000}, {"features": 10, "points": 100}),
     "random_walk": ({"length": 500}, {"length": 20}),
+    "grouped": ({"groups": 250, "dim": 4}, {"groups": 10, "dim": 4}),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_SIZES)
@@ -134,6 +136,28 @@ def random_walk_model(y: torch.Tensor) -> None:
         pyro.sample("obs", dist.Normal(path, 0.5), obs=y)
 
 
+def grouped_model(y: torch.Tensor, prior_tril: torch.Tensor) -> None:
+    """A plate of groups, each with a correlated local vector and no globals.
+
+    Every latent site shares the leading plate, so the per-plate batched
+    Gaussians (``AutoBatchedMultivariateNormal``) apply; the hierarchical
+    model's globals sit outside its plate, so they do not apply there.
+
+    Parameters
+    ----------
+    y : torch.Tensor
+        One noisy observation of each group's vector, shape ``(groups, dim)``.
+    prior_tril : torch.Tensor
+        Cholesky factor of the locals' prior covariance, shape ``(dim, dim)``.
+    """
+    with pyro.plate("groups", y.shape[0]):
+        theta = pyro.sample(
+            "theta",
+            dist.MultivariateNormal(y.new_zeros(y.shape[-1]), scale_tril=prior_tril),
+        )
+        pyro.sample("y", dist.Normal(theta, 1.0).to_event(1), obs=y)
+
+
 def _to_default(t: torch.Tensor) -> torch.Tensor:
     """Move a CPU float64 tensor to torch's default dtype and device."""
     return t.to(dtype=torch.get_default_dtype(), device=torch.get_default_device())
@@ -206,6 +230,20 @@ def build_model(name: str, quick: bool = False) -> ModelCase:
             {"weights": (d,)},
             sizes,
             f"logistic regression, {d} weights, {n} points",
+        )
+    if name == "grouped":
+        g, d = sizes["groups"], sizes["dim"]
+        cov = 2.0 * (0.5 * torch.eye(d, dtype=torch.float64) + 0.5)  # correlation 0.5
+        tril = torch.linalg.cholesky(cov)
+        theta = _normal(gen, g, d) @ tril.T
+        y = theta + _normal(gen, g, d)
+        return ModelCase(
+            name,
+            grouped_model,
+            (_to_default(y), _to_default(tril)),
+            {"theta": (g, d)},
+            sizes,
+            f"{g} groups in a plate, each a correlated {d}-vector (no globals)",
         )
     t = sizes["length"]
     path = (0.1 * _normal(gen, t)).cumsum(-1)

@@ -8,7 +8,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from . import sections
 from .harness import BenchResult
+from .sections import cell_text as _cell_text
+from .sections import loss as _loss
+from .sections import ms as _ms
+from .sections import ratio as _ratio
 
 __all__ = ["COLUMNS", "to_json", "to_markdown", "write_reports"]
 
@@ -24,7 +29,6 @@ COLUMNS: tuple[str, ...] = (
     "final loss ours",
     "final loss pyro",
 )
-_ERROR_WIDTH = 100
 
 
 def _finite(x: Any) -> Any:
@@ -36,25 +40,6 @@ def _finite(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_finite(v) for v in x]
     return x
-
-
-def _ms(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return f"{x:.0f}" if x >= 100 else f"{x:.3g}" if x >= 1 else f"{x:.3f}"
-
-
-def _ratio(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
-def _loss(x: float | None) -> str:
-    return "-" if x is None else f"{x:.6g}"
-
-
-def _cell_text(text: str, width: int = _ERROR_WIDTH) -> str:
-    text = " ".join(text.split()).replace("|", "\\|")
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _engine_cells(cell: dict[str, Any], engines: list[str]) -> list[str]:
@@ -113,17 +98,21 @@ def to_json(result: BenchResult) -> dict[str, Any]:
             "config": dataclasses.asdict(result.config),
             "columns": list(COLUMNS),
             "cells": [cell.as_dict() for cell in result.cells],
-            "skipped": result.skipped,
+            "no_pyro": result.no_pyro,
+            "end_to_end": result.end_to_end,
+            "notes": result.notes,
         }
     )
 
 
 def to_markdown(result: BenchResult) -> str:
-    """Return the markdown report: a header, the table, skipped guides, errors."""
+    """Return the markdown report: a header, the table, the extra sections, errors."""
     data = to_json(result)
     m, c = data["machine"], data["config"]
     engines = list(c.get("engines") or ())
-    columns = [*COLUMNS[:4], *(f"{e} ms/step" for e in engines), *COLUMNS[4:]]
+    paired = [cell for cell in data["cells"] if not cell["pyro_missing"]]
+    extra = sections.numpyro_header(data)
+    columns = [*COLUMNS[:4], *(f"{e} ms/step" for e in engines), *extra, *COLUMNS[4:]]
     lines = [
         "# guide_core vs pyro.infer.autoguide",
         "",
@@ -149,22 +138,25 @@ def to_markdown(result: BenchResult) -> str:
         "| " + " | ".join(columns) + " |",
         "|" + "|".join(["---"] * 2 + ["---:"] * (len(columns) - 2)) + "|",
     ]
-    for cell in data["cells"]:
+    for cell in paired:
         row = _row(cell)
-        row = [*row[:4], *_engine_cells(cell, engines), *row[4:]]
+        numpyro = sections.numpyro_cells(cell, data) if extra else []
+        row = [*row[:4], *_engine_cells(cell, engines), *numpyro, *row[4:]]
         lines.append("| " + " | ".join(row) + " |")
-    if not data["cells"]:
+    if not paired:
         lines.append(
             "| " + " | ".join(["(no cells)"] + [""] * (len(columns) - 1)) + " |"
         )
-    if data["skipped"]:
-        lines += ["", "Skipped guides:", ""]
-        lines += [f"- `{name}`: {why}" for name, why in data["skipped"].items()]
+    lines += sections.notes(data)
+    lines += sections.no_pyro_table(data, _engine_cells)
+    lines += sections.memory_table(data)
+    lines += sections.batched_table(data)
+    lines += sections.end_to_end_table(data)
     errors = [
         (cell["guide"], cell["model"], side, cell[f"{side}_error"])
         for cell in data["cells"]
         for side in ("ours", "pyro", "floor")
-        if cell[f"{side}_error"]
+        if cell[f"{side}_error"] and not (side == "ours" and cell["not_applicable"])
     ]
     if errors:
         lines += ["", "Errors:", ""]

@@ -33,14 +33,19 @@ from benchmarks import (  # noqa: E402
     Slot,
     build_model,
     build_suite,
+    probes,
     run_benchmarks,
     select_guides,
+    to_markdown,
+    write_reports,
 )
 from benchmarks.__main__ import main  # noqa: E402
+from benchmarks.memory import PeakMeter  # noqa: E402
 from benchmarks.timing import fixed_latents  # noqa: E402
 from guide_core import GuideSpec, hookimpl, registry  # noqa: E402
 
 DELTA, BROKEN, NOWHERE = "bench_test_delta", "bench_test_broken", "bench_test_nowhere"
+BATCHED = "auto_batched_multivariate_normal"
 
 
 class AutoDelta(pyro_autoguide.AutoDelta):
@@ -103,6 +108,7 @@ EXPECTED = {
     "hierarchical": {"loc": (), "scale": (), "theta": (1000,)},
     "logistic": {"weights": (200,)},
     "random_walk": {"increments": (500,)},
+    "grouped": {"theta": (250, 4)},
 }
 
 
@@ -220,12 +226,33 @@ def test_harness_reports_cells_and_error_cells(
     assert f"| {BROKEN} | tiny | ERROR: NotImplementedError" in md
 
 
-def test_guides_pyro_lacks_are_skipped(bench_plugin: str) -> None:
-    specs, skipped = select_guides([DELTA, NOWHERE])
-    assert [s.name for s in specs] == [DELTA]
-    assert "AutoBenchNowhere" in skipped[NOWHERE]
-    result = run_benchmarks(BenchConfig(guides=(NOWHERE,), models=("tiny",)))
-    assert result.cells == [] and NOWHERE in result.skipped
+def test_guides_pyro_lacks_are_timed_against_the_floor(
+    bench_plugin: str, tmp_path: Path
+) -> None:
+    specs, no_pyro = select_guides([DELTA, NOWHERE])
+    assert [s.name for s in specs] == [DELTA, NOWHERE]
+    assert list(no_pyro) == [NOWHERE] and "AutoBenchNowhere" in no_pyro[NOWHERE]
+    argv = ["--quick", "--guides", f"{NOWHERE},{BATCHED}", "--steps", "2"]
+    argv += ["--models", "hierarchical,grouped", "--rounds", "1", "--warmup", "1"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    cells = {(c["guide"], c["model"]): c for c in data["cells"]}
+    for key in [(NOWHERE, "hierarchical"), (NOWHERE, "grouped"), (BATCHED, "grouped")]:
+        cell = cells[key]
+        assert cell["pyro_missing"] and cell["pyro_ms"] is None
+        assert _finite_positive(cell["ours_ms"]) and _finite_positive(cell["floor_ms"])
+        assert _finite_positive(cell["ours_over_floor"])
+        assert cell["not_applicable"] is None
+    # A batched guide refuses the hierarchical model: its globals are outside the plate.
+    refused = cells[(BATCHED, "hierarchical")]
+    assert (
+        "ValueError" in refused["not_applicable"]
+        and "'loc'" in refused["not_applicable"]
+    )
+    md = (tmp_path / "bench.md").read_text()
+    assert "## Guides Pyro lacks" in md and "Errors:" not in md
+    assert f"| {BATCHED} | hierarchical | n/a: ValueError" in md
+    assert f"| {BATCHED} | grouped | " in md
 
 
 def test_cli_rejects_unknown_names(
@@ -308,3 +335,90 @@ def test_the_distributed_benchmark_times_1_and_2_processes(tmp_path: Path) -> No
     assert rows["1 process"]["speedup"] == 1.0
     table = to_markdown(report)
     assert "| 2 processes | recorded |" in table and "2,000 rows" in table
+
+
+# -- memory, NumPyro and end-to-end (fresh processes) ---------------------------
+
+
+def test_peak_meter_sees_an_allocation_between_start_and_stop() -> None:
+    meter = PeakMeter()
+    meter.baseline()
+    meter.start()
+    block = torch.ones(64 * 2**20 // 4, dtype=torch.float32)  # 64 MiB, touched
+    meter.stop()
+    del block
+    mem = meter.as_dict()
+    if not mem["reset"]:
+        pytest.skip("the peak RSS cannot be reset on this system")
+    assert 60 <= mem["step_mib"] <= 80 and mem["peak_mib"] >= mem["step_mib"]
+
+
+def test_memory_is_measured_for_every_side(tmp_path: Path) -> None:
+    config = BenchConfig(
+        guides=("auto_normal",), models=("tiny",), quick=True, steps=2, rounds=1,
+        warmup=2, engines=("recorded",), memory=True,
+    )  # fmt: skip
+    result = run_benchmarks(config)
+    (cell,) = result.cells
+    assert set(cell.memory) == {"ours", "pyro", "recorded"}
+    for side, mem in cell.memory.items():
+        assert mem.get("error") is None, (side, mem)
+        assert mem["peak_mib"] >= 0 and mem["base_mib"] > 50  # torch is loaded
+    assert cell.memory["recorded"]["ran"] == "recorded"
+    write_reports(result, tmp_path)
+    md = (tmp_path / "bench.md").read_text()
+    assert "## Memory (peak MiB)" in md and "| recorded MiB | recorded/ours |" in md
+
+
+def test_end_to_end_fits_ours_and_pyros_and_replays_the_convergence_rule(
+    tmp_path: Path,
+) -> None:
+    config = BenchConfig(
+        guides=(), models=("tiny",), quick=True, end_to_end=True, e2e_steps=120
+    )
+    result = run_benchmarks(config)
+    (row,) = result.end_to_end
+    assert (row["guide"], row["model"]) == ("auto_normal", "tiny")
+    for side in ("ours", "ours_conv", "pyro"):
+        assert row[side].get("error") is None, (side, row[side])
+        assert _finite_positive(row[side]["seconds"])
+        assert math.isfinite(row[side]["final_loss"])
+    assert row["ours"]["steps"] == row["pyro"]["steps"] == 120
+    assert row["ours"]["engine"] in ("eager", "recorded", "compiled")
+    # The converged fit stops where the rule fires on the full run's losses.
+    at = row["ours"]["converged_at"]
+    assert row["ours_conv"]["steps"] == (at or 120)
+    write_reports(result, tmp_path)
+    assert "## End to end" in (tmp_path / "bench.md").read_text()
+
+
+def test_numpyro_column(tmp_path: Path) -> None:
+    pytest.importorskip("numpyro")
+    argv = ["--quick", "--guides", "auto_normal,auto_normal_messenger", "--models"]
+    argv += ["tiny", "--steps", "2", "--rounds", "1", "--numpyro"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    cells = {
+        c["guide"]: c
+        for c in json.loads((tmp_path / "bench.json").read_text())["cells"]
+    }
+    side = cells["auto_normal"]["numpyro"]
+    assert side.get("error") is None and _finite_positive(side["ms"])
+    assert math.isfinite(side["final_loss"])
+    assert cells["auto_normal_messenger"]["numpyro"] is None  # NumPyro lacks it
+    md = (tmp_path / "bench.md").read_text()
+    assert "numpyro ms/step" in md and "(ours/np " in md
+
+
+def test_without_numpyro_the_column_is_omitted_with_a_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(probes, "numpyro_missing", lambda: "numpyro is not installed")
+    config = BenchConfig(
+        guides=("auto_normal",), models=("tiny",), quick=True, steps=1, rounds=1,
+        numpyro=True,
+    )  # fmt: skip
+    result = run_benchmarks(config)
+    assert result.cells[0].numpyro is None
+    md = to_markdown(result)
+    assert "No numpyro column: numpyro is not installed." in md
+    assert "numpyro ms/step" not in md

@@ -322,3 +322,18 @@ def test_model_and_guide_must_be_callable():
         fit("model", AutoNormal(model), Y)
     with pytest.raises(TypeError, match="'guide' must be a guide"):
         fit(model, None, Y)
+
+
+def test_convergence_step_replays_the_rule_fit_stops_by():
+    _doubling = [float(2 ** (i // 50)) for i in range(300)]  # never settles
+    pyro.clear_param_store()
+    stopped = fit(model, AutoNormal(model), Y, steps=2000, tol=0.01, seed=3, **_quiet())
+    pyro.clear_param_store()
+    ran = fit(model, AutoNormal(model), Y, steps=2000, tol=None, seed=3, **_quiet())
+    assert stopped.converged and not ran.converged and ran.steps == 2000
+    assert stopped.losses == ran.losses[: stopped.steps]
+    at = fit_module.convergence_step(ran.losses, tol=0.01, window=50, steps=2000)
+    assert at == stopped.steps
+    assert fit_module.convergence_step(_doubling, tol=0.01, window=50) is None
+    assert fit_module.convergence_step([], tol=0.01) is None
+    assert fit_module.convergence_step([1.0, 2.0] * 100, tol=0.01, window=50) == 150
