@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import warnings
@@ -256,6 +257,50 @@ def test_the_one_optimizer_is_pyros_per_param_update(optim):
             torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
         else:
             assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"lr": 0.05},
+        {"lr": 0.05, "amsgrad": True, "weight_decay": 0.1, "maximize": True},
+        {"lr": 0.02, "betas": (0.7, 0.8), "eps": 1e-6, "decoupled_weight_decay": True},
+    ],
+)
+def test_the_direct_fused_call_is_torchs_fused_step_bit_for_bit(settings):
+    from guide_core.workflow.engines.fused_adam import DirectFusedAdam
+
+    torch.manual_seed(0)
+    shapes = [(), (3,), (2, 2)]
+    mine = [torch.randn(s, requires_grad=True) for s in shapes]
+    theirs = [p.detach().clone().requires_grad_() for p in mine]
+    split = [{"params": mine[:1], "lr": 0.1}, {"params": mine[1:]}]
+    opt = torch.optim.Adam(split, fused=True, **settings)
+    ref = torch.optim.Adam(
+        [{"params": theirs[:1], "lr": 0.1}, {"params": theirs[1:]}],
+        fused=True,
+        **settings,
+    )
+    direct, used = None, 0
+    for step in range(12):
+        grads = [torch.randn(s) for s in shapes]
+        for p, q, g in zip(mine, theirs, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        if step == 5:  # a param without a gradient: the full step skips it
+            mine[1].grad = theirs[1].grad = None
+        if step == 8:  # reloaded state: the cached lists are stale
+            opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+        if direct is not None and direct.step():
+            used += 1
+        else:
+            opt.step()
+            direct = DirectFusedAdam.of(opt)
+        ref.step()
+    assert used == 9  # all but the first, the gradless and the reloaded step
+    for p, q in zip(mine, theirs):
+        assert torch.equal(p, q)
+    for a, b in zip(opt.state.values(), ref.state.values()):
+        assert all(torch.equal(a[k], b[k]) for k in b)
 
 
 def test_a_shape_change_records_again():

@@ -20,6 +20,8 @@ from pyro.optim.clipped_adam import ClippedAdam
 from pyro.optim.lr_scheduler import PyroLRScheduler
 from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
+from .fused_adam import DirectFusedAdam
+
 __all__ = ["MappedOptimizer", "NotMappable", "map_optimizer"]
 
 # torch optimizers whose update of a parameter reads only that parameter's
@@ -66,6 +68,7 @@ class MappedOptimizer:
         self.torch_optimizer: torch.optim.Optimizer | None = None
         self.clips: dict[torch.Tensor, dict] = {}
         self._known: set[int] = set()
+        self._direct: DirectFusedAdam | None = None
 
     def add(self, params: Iterable[torch.Tensor]) -> None:
         """Give the optimizer the parameters it has not seen yet.
@@ -93,6 +96,7 @@ class MappedOptimizer:
             groups_left = list(groups.values())
         for group in groups_left:
             self.torch_optimizer.add_param_group(group)
+        self._direct = None  # new params: the next step is a full one
 
     def _make(self, groups: list[dict]) -> torch.optim.Optimizer:
         """The torch optimizer: fused kernels for Adam, else multi-tensor ones."""
@@ -112,14 +116,16 @@ class MappedOptimizer:
         self.add(params)
         if self.torch_optimizer is None:
             return  # no params yet: nothing to update
-        for p in params:
+        for p in params if self.clips else ():
             clip = self.clips.get(p)
             if clip and p.grad is not None:
                 if clip.get("clip_norm") is not None:
                     clip_grad_norm_(p, clip["clip_norm"])
                 if clip.get("clip_value") is not None:
                     clip_grad_value_(p, clip["clip_value"])
-        self.torch_optimizer.step()
+        if self._direct is None or not self._direct.step():
+            self.torch_optimizer.step()
+            self._direct = DirectFusedAdam.of(self.torch_optimizer)
         for group in self.torch_optimizer.param_groups:
             for p in group["params"]:
                 p.grad = None

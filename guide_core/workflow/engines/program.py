@@ -110,6 +110,8 @@ class StepProgram:
     used : tuple of bool
         Which params got a gradient (the others keep ``grad = None``, as
         under Pyro's ``SVI``).
+    finite : torch.Tensor or None
+        After a call, whether its loss and gradients were all finite.
     compiled : bool
         Whether calls go through ``torch.compile``.
     """
@@ -117,6 +119,7 @@ class StepProgram:
     def __init__(self, graph: torch.fx.GraphModule, used: tuple[bool, ...]):
         self.graph, self.used, self.compiled = graph, used, False
         self._run: Callable = graph
+        self.finite: torch.Tensor | None = None
 
     def compile(self) -> None:
         """Route calls through ``torch.compile`` (inductor); the first call compiles.
@@ -136,10 +139,15 @@ class StepProgram:
     def __call__(
         self, params: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
-        """Run the step: the loss and one gradient per param (None if unused)."""
+        """Run the step: the loss and one gradient per param (None if unused).
+
+        :attr:`finite` is then a boolean tensor: whether the loss and every
+        gradient of this call are finite.
+        """
         with torch.no_grad():
             out = self._run(*params, *tensors)
-        grads = iter(out[1:])
+        self.finite = out[-1]
+        grads = iter(out[1:-1])
         return out[0], [next(grads) if u else None for u in self.used]
 
 
@@ -179,7 +187,11 @@ def record(
             raise NotRecordable("the loss does not depend on any parameter")
         grads = torch.autograd.grad(loss, ps, allow_unused=True)
         used[:] = [g is not None for g in grads]
-        return (loss.detach(), *(g for g in grads if g is not None))
+        kept = [g for g in grads if g is not None]
+        loss = loss.detach()
+        # one flag for the NaN stop, so a finite step reads one value back
+        finite = torch.stack([loss.isfinite(), *(g.isfinite().all() for g in kept)])
+        return (loss, *kept, finite.all())
 
     start = time.perf_counter()
     try:
