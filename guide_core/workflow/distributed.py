@@ -207,8 +207,11 @@ class ProcessGroup:
 
         Each dtype's gradients are flattened into one buffer (a missing
         gradient counts as zeros), all-reduced and unflattened back into
-        ``.grad``; the loss and one flag per rank (``failed``: this rank's
-        step raised) ride in the first buffer. Returns the mean loss.
+        ``.grad``; the loss, one flag per rank (``failed``: this rank's
+        step raised) and one count per param (the ranks that gave it a
+        gradient) ride in the first buffer. A param no rank gave a gradient
+        keeps ``grad = None``, so the optimizer skips it as in one process.
+        Returns the mean loss.
 
         Raises
         ------
@@ -225,9 +228,10 @@ class ProcessGroup:
             buckets[torch.float64] = []
         start = time.perf_counter()
         extra = self.world_size + 1
-        head = torch.zeros(extra, dtype=torch.float64)
+        head = torch.zeros(extra + len(params), dtype=torch.float64)
         head[0], head[1 + self.rank] = loss, float(failed)
-        mean_loss, flags = loss, head[1:]
+        head[extra:] = torch.tensor([float(p.grad is not None) for p in params])
+        mean_loss, flags, used = loss, head[1:extra], head[extra:]
         for index, (dtype, group) in enumerate(
             sorted(buckets.items(), key=lambda item: str(item[0]))
         ):
@@ -250,6 +254,10 @@ class ProcessGroup:
             if index == 0:
                 mean_loss = float(flat[offset]) / self.world_size
                 flags = flat[offset + 1 : offset + extra]
+                used = flat[offset + extra :]
+        for p, count in zip(params, used.tolist()):
+            if count == 0:
+                p.grad = None  # no rank used it: skipped by the update, as in one
         self.reduce_seconds += time.perf_counter() - start
         self._raise_if_failed(step, flags, failed)
         return mean_loss

@@ -375,3 +375,17 @@ def test_the_local_plate_size_holds_only_in_its_own_context():
     thread.join(10)
     assert seen == [100]  # another thread, at the same time: Pyro's own size
     assert size() == 100
+
+
+def test_a_param_no_rank_gave_a_gradient_is_skipped_by_the_update(monkeypatch):
+    from guide_core.workflow import distributed as gdist
+
+    group = object.__new__(gdist.ProcessGroup)
+    group.rank, group.world_size, group.reduce_seconds = 0, 2, 0.0
+    monkeypatch.setattr(group, "_device", lambda: torch.device("cpu"))
+    # the other rank's share: the same gradients, and no gradient for "b" either
+    monkeypatch.setattr(gdist.dist, "all_reduce", lambda flat: flat.mul_(2))
+    a, b = torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
+    a.grad = torch.full((3,), 0.5)
+    assert group.average(1, 4.0, [a, b]) == 4.0
+    assert torch.equal(a.grad, torch.full((3,), 0.5)) and b.grad is None
