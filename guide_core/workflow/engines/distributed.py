@@ -279,7 +279,23 @@ class Ranks:
             raise
 
 
-class DistributedTrainer(EagerTrainer):
+class RanksReason:
+    """Mixin of the distributed trainers: their reason, told with the ranks."""
+
+    ranks: Ranks
+    _reason: str
+
+    @property
+    def reason(self) -> str:
+        """Why this engine, after the ranks."""
+        return self.ranks.describe(self._reason)
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self._reason = value
+
+
+class DistributedTrainer(RanksReason, EagerTrainer):
     """Pyro's eager step on each rank's share, gradients averaged before the update.
 
     Parameters
@@ -301,15 +317,6 @@ class DistributedTrainer(EagerTrainer):
     ):
         self.ranks = Ranks(svi, group)
         super().__init__(self.ranks.svi, args, kwargs, reason=reason)
-
-    @property
-    def reason(self) -> str:
-        """Why this engine, after the ranks."""
-        return self.ranks.describe(self._reason)
-
-    @reason.setter
-    def reason(self, value: str) -> None:
-        self._reason = value
 
     def step(self, number: int) -> float:
         """Run step ``number`` on this rank's share; return the mean loss."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pyro.infer import SVI
 
 from ..distributed import ProcessGroup
-from .distributed import Ranks
+from .distributed import Ranks, RanksReason
 from .losses import LossFn
 from .optim import MappedOptimizer
 from .recorded import RecordedTrainer
@@ -25,7 +25,7 @@ from .recorded import RecordedTrainer
 __all__ = ["DistributedRecordedTrainer"]
 
 
-class DistributedRecordedTrainer(RecordedTrainer):
+class DistributedRecordedTrainer(RanksReason, RecordedTrainer):
     """A recorded (or compiled) step on each rank's share, averaged before the update.
 
     Parameters
@@ -68,15 +68,6 @@ class DistributedRecordedTrainer(RecordedTrainer):
             self.reason = "auto: recordable (not compiled on its own when distributed)"
         self.user_args, self.user_kwargs = args, kwargs
         self.reduce_grads = self.ranks.reduce
-
-    @property
-    def reason(self) -> str:
-        """Why this engine, after the ranks."""
-        return self.ranks.describe(self._reason)
-
-    @reason.setter
-    def reason(self, value: str) -> None:
-        self._reason = value
 
     def set_inputs(self, args: tuple, kwargs: dict) -> None:
         """Use new model arguments from the next step."""
