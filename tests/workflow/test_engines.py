@@ -12,13 +12,18 @@ import pyro.distributions as dist
 import pyro.optim
 import pytest
 import torch
+from pyro import poutine
+from pyro.distributions import constraints
 from pyro.infer import (
     SVI,
+    JitTrace_ELBO,
     Trace_ELBO,
     TraceEnum_ELBO,
     TraceGraph_ELBO,
     TraceMeanField_ELBO,
+    config_enumerate,
 )
+from pyro.ops.indexing import Vindex
 
 import guide_core
 from guide_core import (
@@ -126,6 +131,76 @@ def test_recorded_step_is_eager_at_the_same_draws(guide, elbo):
     )
     assert float(got_loss) == pytest.approx(want_loss, rel=1e-5)
     assert first_mismatch(want, got, names) is None
+
+
+@config_enumerate
+def mixture(y):
+    weight = pyro.sample("weight", dist.Beta(2.0, 2.0))
+    locs = pyro.sample("locs", dist.Normal(torch.tensor([-1.0, 1.0]), 2.0).to_event(1))
+    with pyro.plate("n", len(y)):
+        z = pyro.sample("z", dist.Bernoulli(weight))
+        pyro.sample("y", dist.Normal(Vindex(locs)[..., z.long()], 1.0), obs=y)
+
+
+ENUM_ELBOS = {
+    "one": lambda: TraceEnum_ELBO(max_plate_nesting=1),
+    "particles": lambda: TraceEnum_ELBO(max_plate_nesting=1, num_particles=2),
+    "vectorized": lambda: TraceEnum_ELBO(
+        max_plate_nesting=1, num_particles=3, vectorize_particles=True
+    ),
+}
+
+
+@pytest.mark.parametrize("elbo", list(ENUM_ELBOS))
+def test_enumerated_model_sites_record_and_match_pyros_trace_enum(elbo):
+    guide = AutoNormal(poutine.block(mixture, hide=["z"]))
+    _, _, want_loss, want, got_loss, got, names = _program_vs_eager(
+        mixture, guide, ENUM_ELBOS[elbo](), Y
+    )
+    assert float(got_loss) == pytest.approx(want_loss, rel=1e-5)
+    assert first_mismatch(want, got, names) is None
+
+
+def test_a_recorded_fit_with_enumeration_follows_the_eager_fit():
+    def run(engine):
+        pyro.clear_param_store()
+        guide = AutoNormal(poutine.block(mixture, hide=["z"]))
+        elbo = TraceEnum_ELBO(max_plate_nesting=1)
+        result = fit(
+            mixture, guide, Y, steps=20, tol=None, seed=0, engine=engine,
+            **_quiet(loss=elbo),
+        )  # fmt: skip
+        return result, {
+            k: v.detach().clone() for k, v in pyro.get_param_store().items()
+        }
+
+    (eager, want), (recorded, got) = run("eager"), run("recorded")
+    assert recorded.engine == "recorded", recorded.engine_reason
+    torch.testing.assert_close(
+        torch.tensor(recorded.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-4
+    )
+    for name, value in got.items():
+        torch.testing.assert_close(value, want[name], rtol=1e-4, atol=1e-5)
+
+
+def test_an_enumerated_guide_site_runs_eager_with_the_reason():
+    def enumerated_guide(y):
+        p = pyro.param("p", torch.tensor(0.5), constraint=constraints.unit_interval)
+        pyro.sample("weight", dist.Delta(p))
+        pyro.sample("locs", dist.Delta(torch.zeros(2)).to_event(1))
+        with pyro.plate("n", len(y)):
+            pyro.sample("z", dist.Bernoulli(p), infer={"enumerate": "parallel"})
+
+    with pytest.warns(RuntimeWarning, match="guide site 'z' is enumerated"):
+        result = fit(
+            mixture,
+            enumerated_guide,
+            Y,
+            steps=3,
+            engine="recorded",
+            **_quiet(loss=TraceEnum_ELBO(max_plate_nesting=1)),
+        )
+    assert result.engine == "eager"
 
 
 def test_replays_draw_afresh_and_subsample_indices_are_fresh():
@@ -367,7 +442,7 @@ def test_auto_falls_back_on_a_value_read_too():
 @pytest.mark.parametrize(
     "kwargs, why",
     [
-        ({"loss": TraceEnum_ELBO(max_plate_nesting=1)}, "TraceEnum_ELBO is not"),
+        ({"loss": JitTrace_ELBO()}, "JitTrace_ELBO is not"),
         ({"optim": pyro.optim.Adagrad({"lr": 0.1})}, None),
         ({"optim": pyro.optim.DCTAdam({"lr": 0.01})}, "DCTAdam has no exact"),
         (
@@ -383,7 +458,7 @@ def test_auto_falls_back_on_a_value_read_too():
             "learning-rate scheduler",
         ),
     ],
-    ids=["trace_enum", "adagrad", "dct_adam", "scheduler"],
+    ids=["jit", "adagrad", "dct_adam", "scheduler"],
 )
 def test_what_cannot_be_recorded_runs_eager_with_the_reason(kwargs, why):
     with warnings.catch_warnings(record=True) as caught:

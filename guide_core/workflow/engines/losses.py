@@ -7,7 +7,8 @@ the same traces (the ELBO's own ``_get_traces``: particles, vectorization and
 plate nesting as Pyro sets them up), but stay in tensors. Only what has the
 same value and gradient as Pyro's estimator is offered: reparameterized
 guides for ``Trace_ELBO``/``TraceGraph_ELBO`` (whose surrogate terms vanish
-then), and ``TraceMeanField_ELBO``'s analytic KL where one is registered.
+then), ``TraceMeanField_ELBO``'s analytic KL where one is registered, and
+``TraceEnum_ELBO`` with discrete sites enumerated in the model only.
 Anything else raises :class:`NotRecordable` with the reason.
 """
 
@@ -18,7 +19,11 @@ from typing import Any
 
 import torch
 from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer.traceenum_elbo import _compute_model_factors
+from pyro.ops import packed
+from pyro.ops.contract import contract_tensor_tree
+from pyro.ops.rings import LogRing
 from torch.distributions import kl_divergence
 
 __all__ = ["LossFn", "NotRecordable", "recordable_loss"]
@@ -76,10 +81,75 @@ def _mean_field_particle(model_trace: Any, guide_trace: Any) -> torch.Tensor:
     return -elbo
 
 
+def _check_enum_guide(guide_trace: Any) -> None:
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["infer"].get("enumerate"):
+            raise NotRecordable(
+                f"guide site {name!r} is enumerated; TraceEnum_ELBO's DiCE "
+                "weights for it are left to Pyro"
+            )
+        if not is_identically_zero(site["packed"]["score_parts"].score_function):
+            raise NotRecordable(
+                f"guide site {name!r} is not reparameterized; its score-function "
+                "gradient is left to Pyro's TraceEnum_ELBO"
+            )
+
+
+def _check_enum_model(model_trace: Any) -> None:
+    for name, site in model_trace.nodes.items():
+        if site["type"] == "sample" and site["infer"].get("num_samples") is not None:
+            raise NotRecordable(
+                f"model site {name!r} is sampled num_samples times; its weights "
+                "are left to Pyro's TraceEnum_ELBO"
+            )
+
+
+def enum_particle(model_trace: Any, guide_trace: Any) -> torch.Tensor:
+    """The loss of one (packed) particle of ``TraceEnum_ELBO``, in tensors.
+
+    Pyro's ``TraceEnum_ELBO`` runs every expectation through DiCE, which asks
+    ``(prob > 0).all()`` of each cost, a read the recorder cannot follow.
+    When every guide site is reparameterized and none is enumerated, the
+    DiCE weights are all one, and the loss is the model's log density with
+    its enumerated sites summed out (Pyro's own model factors, contracted in
+    the log semiring as Pyro contracts them) minus the guide's log density.
+
+    Raises
+    ------
+    NotRecordable
+        When the DiCE weights are not all one (see the module docstring).
+    """
+    _check_enum_guide(guide_trace)
+    _check_enum_model(model_trace)
+    costs, log_factors, _, sum_dims, scale = _compute_model_factors(
+        model_trace, guide_trace
+    )
+    elbo: Any = 0.0
+    for terms in costs.values():
+        for term in terms:
+            elbo = elbo + term.sum()
+    if log_factors:
+        sizes: dict[str, int] = {}
+        for terms in log_factors.values():
+            for term in terms:
+                sizes.update(zip(term._pyro_dims, term.shape))
+        ring = LogRing(dim_to_size=sizes)
+        for terms in contract_tensor_tree(log_factors, sum_dims, ring=ring).values():
+            for term in terms:
+                elbo = elbo + packed.scale_and_mask(term, scale=scale).sum()
+    for site in guide_trace.nodes.values():
+        if site["type"] == "sample":
+            elbo = elbo - site["packed"]["log_prob"].sum()
+    return -elbo
+
+
 _PARTICLE_LOSSES = {
     Trace_ELBO: _reparam_particle,
     TraceGraph_ELBO: _reparam_particle,
     TraceMeanField_ELBO: _mean_field_particle,
+    TraceEnum_ELBO: enum_particle,
 }
 
 
