@@ -109,10 +109,16 @@ def test_to_device(device):
     assert loss.device.type == device.type and torch.isfinite(loss)
 
 
-def test_float64():
-    torch.set_default_dtype(torch.float64)  # the fixture restores it
-    guide = AutoBNAFNormal(banana, num_flows=2, hidden_factors=(4,))
-    loss = pyro.infer.Trace_ELBO().differentiable_loss(banana, guide)
+def test_float64_the_flow_follows_the_model():
+    # whatever the default dtype, a float64 model gets a float64 flow
+    zero = torch.tensor(0.0, dtype=torch.float64)
+
+    def model():
+        x = pyro.sample("x", pyro.distributions.Normal(zero, 2.0))
+        pyro.sample("y", pyro.distributions.Normal(0.25 * x**2, 0.5))
+
+    guide = AutoBNAFNormal(model, num_flows=2, hidden_factors=(4,))
+    loss = pyro.infer.Trace_ELBO().differentiable_loss(model, guide)
     assert loss.dtype == torch.float64
     loss.backward()
     for name, param in guide.named_parameters():
