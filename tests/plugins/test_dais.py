@@ -38,7 +38,8 @@ def exact(y=Y):
 
 
 def banana():
-    """A normalized banana-shaped prior with no data: log p(x) = 0 exactly."""
+    """A normalized banana-shaped prior with no data: log p(x) = 0 exactly (the K
+    test's; the comparison with AutoMultivariateNormal uses ``toys.banana``)."""
     a = pyro.sample("a", dist.Normal(0.0, 1.0))
     pyro.sample("b", dist.Normal(a * a, 0.4))
 
