@@ -1,11 +1,17 @@
-"""Small guides built on the core protocols, shared by the core's tests."""
+"""Shared by the tests: small guides built on the core protocols, and target
+models with no Gaussian posterior (a banana, a funnel) with an ELBO estimator
+to compare guides on them."""
 
 from __future__ import annotations
+
+import math
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.distributions import constraints
+from pyro.infer import SVI, Trace_ELBO
 from pyro.nn.module import PyroParam
 from torch.distributions import biject_to
 
@@ -83,3 +89,83 @@ class PointMessenger(guide_core.AutoMessenger):
         loc = getattr(self, f"{name}_loc")
         base = dist.Normal(loc, 1.0).to_event(transform.domain.event_dim)
         return dist.TransformedDistribution(base, transform.with_cache())
+
+
+# -- targets without a Gaussian posterior ------------------------------------------
+
+
+def banana():
+    """A 2-D banana: y bends with x**2, so no Gaussian fits it (log p(data) = 0)."""
+    x = pyro.sample("x", dist.Normal(0.0, 2.0))
+    pyro.sample("y", dist.Normal(0.25 * x**2, 0.5))
+
+
+FUNNEL_SCALE = 1.5
+
+
+def funnel():
+    """Neal's funnel in 3-D, ``x | v ~ N(0, exp(v / 2))`` with no data (log p = 0),
+    milder than Neal's ``v ~ N(0, 3)``: ``v ~ N(0, 1.5)``, where a guide trains in
+    a few hundred steps and uncorrected Langevin steps (AutoDAIS) do not diverge
+    in the neck."""
+    v = pyro.sample("v", dist.Normal(0.0, FUNNEL_SCALE))
+    scale = (v / 2).exp().unsqueeze(-1).expand(v.shape + (2,))
+    pyro.sample("x", dist.Normal(0.0, scale).to_event(1))
+
+
+def fit(model, guide, steps, *, lr=0.01, lrd=None, particles=8, vectorize=True, seed=0):
+    """``steps`` SVI steps of Adam from ``seed``: the same for every guide compared.
+
+    With ``lrd``, ClippedAdam whose learning rate decays by ``lrd`` over the run.
+    """
+    pyro.set_rng_seed(seed)
+    if lrd is None:
+        optim = pyro.optim.Adam({"lr": lr})
+    else:
+        optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lrd ** (1 / steps)})
+    loss = Trace_ELBO(
+        num_particles=particles, vectorize_particles=vectorize, max_plate_nesting=0
+    )
+    svi = SVI(model, guide, optim, loss)
+    for _ in range(steps):
+        svi.step()
+
+
+def elbo(model, guide, num_samples, *, vectorize=True, seed=123):
+    """The ELBO of ``guide`` on ``model`` (no plates, no arguments) from
+    ``num_samples`` draws, and its Monte Carlo standard error.
+
+    ``vectorize=False`` draws one at a time, for guides that refuse a particle
+    plate (AutoDAIS runs one trajectory per call).
+    """
+    pyro.set_rng_seed(seed)
+    if vectorize:
+        with torch.no_grad(), pyro.plate("_particles", num_samples, dim=-1):
+            guide_trace = poutine.trace(guide).get_trace()
+            replayed = poutine.replay(model, trace=guide_trace)
+            model_trace = poutine.trace(replayed).get_trace()
+        log_w = _log_density(model_trace) - _log_density(guide_trace)
+    else:
+        draws = [-Trace_ELBO().loss(model, guide) for _ in range(num_samples)]
+        log_w = torch.tensor(draws)
+    return log_w.mean().item(), log_w.std().item() / math.sqrt(num_samples)
+
+
+def fitted_elbos(model, factories, steps, num_samples, *, vectorize=True, **fit_kwargs):
+    """``{name: (ELBO, its MC error)}`` of each ``factories[name](model)``,
+    trained with :func:`fit` for ``steps`` from the same seed (a clean param
+    store each)."""
+    results = {}
+    for name, factory in factories.items():
+        pyro.clear_param_store()
+        guide = factory(model)
+        fit(model, guide, steps, vectorize=vectorize, **fit_kwargs)
+        results[name] = elbo(model, guide, num_samples, vectorize=vectorize)
+    return results
+
+
+def _log_density(trace):
+    """Per particle, the sum of every sample site's log density."""
+    trace.compute_log_prob()
+    sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
+    return sum(s["log_prob"] for s in sites)

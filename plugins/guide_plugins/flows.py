@@ -84,8 +84,12 @@ class AutoNormalizingFlow(AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
+        like = self._init_loc()  # the model's dtype and device, which the flow takes
+        self._prototype_tensor = like.new_zeros(())
         if self.transform is None:  # now, so a state loaded before a call applies
             self._build_transform()
+            if isinstance(self.transform, torch.nn.Module):
+                self.transform.to(dtype=like.dtype, device=like.device)
 
     def _build_transform(self) -> None:
         transform = self._init_transform_fn(self.latent_dim)

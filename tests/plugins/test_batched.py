@@ -184,22 +184,56 @@ def test_batch_ndim_two(cls):
     assert guide.quantiles([0.5])["w"].shape == (1, 3, 4, 2)
 
 
-def test_float64():
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_float64_the_parameters_follow_the_model(cls):
     y = data(4).double()
-    guide = AutoBatchedMultivariateNormal(linear_model)
-    guide(y)
-    assert guide.loc.dtype == torch.float64
+    guide = make(cls, linear_model)
+    loss = Trace_ELBO().differentiable_loss(linear_model, guide, y)
+    assert loss.dtype == torch.float64
+    loss.backward()
+    for name, param in guide.named_parameters():
+        assert param.dtype == torch.float64, name
+        assert param.grad is not None and param.grad.dtype == torch.float64, name
     assert guide.median(y)["z"].dtype == torch.float64
+    assert guide.quantiles([0.1, 0.9], y)["z"].dtype == torch.float64
     assert guide.get_posterior().sample().dtype == torch.float64
+    assert guide(y)["z"].dtype == torch.float64
 
 
-def test_to_device(device):
-    y = data(4).to(device)
-    guide = AutoBatchedLowRankMultivariateNormal(linear_model)
-    guide(y)
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_to_device(cls, device):
+    # built on the CPU, then moved: parameters, draws and summaries follow
+    with torch.device("cpu"):
+        guide = make(cls, linear_model)
+        guide(data(4))
     guide.to(device)
-    assert guide.loc.device.type == device.type
+    y = data(4).to(device)
+    for name, param in guide.named_parameters():
+        assert param.device.type == device.type, name
     assert guide(y)["z"].device.type == device.type
+    assert guide.median(y)["z"].device.type == device.type
+    assert guide.quantiles([0.1, 0.9], y)["z"].device.type == device.type
+    loss = Trace_ELBO().differentiable_loss(linear_model, guide, y)
+    assert loss.device.type == device.type and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_save_and_load_through_guide_core_reproduce_the_summaries(cls, tmp_path):
+    from guide_core import load, save
+
+    y = data(4)
+    guide = make(cls, linear_model)
+    fit(guide, y, steps=5)
+    median, quantiles = guide.median(y), guide.quantiles([0.1, 0.9], y)
+    save(guide, tmp_path / "g.pt")
+    pyro.clear_param_store()
+    untrained = make(cls, linear_model).median(y)["z"]
+    assert not torch.allclose(untrained, median["z"])  # the fit moved them
+    pyro.clear_param_store()
+    loaded = load(tmp_path / "g.pt", linear_model, model_args=(y,))
+    assert type(loaded) is cls and loaded.batch_ndim == guide.batch_ndim
+    assert torch.equal(loaded.median(y)["z"], median["z"])
+    assert torch.equal(loaded.quantiles([0.1, 0.9], y)["z"], quantiles["z"])
 
 
 # -- errors ---------------------------------------------------------------------

@@ -298,6 +298,26 @@ def test_float64_and_the_parameters_follow_the_model():
     assert guide()["z"].dtype == torch.float64
 
 
+def test_to_device(device):
+    # built on the CPU, then moved with its global guide: parameters, the
+    # trajectories and the summaries follow
+    with torch.device("cpu"):
+        guide = AutoSemiDAIS(model, local_model, AutoNormal(global_model), K=2)
+        guide(3)
+    guide.to(device)
+    y = Y.to(device)
+    for name, param in guide.named_parameters():
+        assert param.device.type == device.type, name
+    assert any(n.startswith("global_guide.") for n, _ in guide.named_parameters())
+    draw = guide(3, y)
+    assert draw["z"].device.type == draw["mu"].device.type == device.type
+    guide.num_summary_samples = 5
+    assert guide.median(N, y)["z"].device.type == device.type
+    assert guide.quantiles([0.1, 0.9], N, y)["mu"].device.type == device.type
+    loss = Trace_ELBO().differentiable_loss(model, guide, 3, y)
+    assert loss.device.type == device.type and torch.isfinite(loss)
+
+
 def test_no_global_latents_and_constrained_locals():
     """global_guide=None: the local model takes the model's own arguments."""
 
