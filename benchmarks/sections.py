@@ -152,7 +152,9 @@ def _mib(side: dict[str, Any] | None) -> str:
         return "-"
     if side.get("error"):
         return f"ERROR: {cell_text(side['error'], 60)}"
-    return ms(side.get("peak_mib"))
+    machinery = side.get("machinery_mib")
+    text = ms(side.get("peak_mib"))
+    return text if machinery is None else f"{text} (+{ms(machinery)})"
 
 
 def memory_table(data: dict[str, Any]) -> list[str]:
@@ -183,10 +185,15 @@ def memory_table(data: dict[str, Any]) -> list[str]:
         "",
         "Each side in a fresh process: peak resident set size over the timed "
         "steps (the kernel's peak reset after warm-up) minus the RSS before the "
-        "guide was built (imports and data done). So it counts the params, the "
-        "optimizer state, a recorded or compiled program and a step's "
-        "temporaries; page resolution (4 KiB), allocator view (memory malloc "
-        "keeps counts). `e/ours` = that engine over our eager side.",
+        "guide was built (imports, data and the side's one-time machinery "
+        "done). So it counts the params, the optimizer state, a recorded or "
+        "compiled program and a step's temporaries; page resolution (4 KiB), "
+        "allocator view (memory malloc keeps counts). `(+m)`: the one-time "
+        "machinery of that side in the process (Pyro's first SVI steps, the "
+        "tracer's first recording, inductor's first compile: a few steps of "
+        "the same side on the quick tiny model, before the baseline), the same "
+        "for every model and paid once per process. `e/ours` = that engine "
+        "over our eager side, machinery apart.",
         "",
         *_table(columns, rows),
     ]
