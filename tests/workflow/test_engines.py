@@ -546,6 +546,20 @@ def test_check_every_catches_a_model_that_changes_behind_the_recording():
     assert len(result.losses) == 30
 
 
+def test_the_finite_check_screens_by_sums_and_is_exact():
+    from guide_core.workflow.engines.eager import BadStep, check_finite
+
+    big = torch.full((4,), 3e38)  # finite, but its sum overflows to inf
+    check_finite(1, 0.5, {"a": big, "b": None})
+    for bad in (float("inf"), float("nan")):
+        grad = torch.zeros(3)
+        grad[1] = bad
+        with pytest.raises(BadStep, match="parameter 'b' is not finite"):
+            check_finite(2, 0.5, {"a": big, "b": grad})
+    with pytest.raises(BadStep, match="loss is nan"):
+        check_finite(3, float("nan"), {"a": big})
+
+
 def test_nan_stop_on_the_recorded_engine():
     def blows_up(y):
         mu = pyro.sample("mu", dist.Normal(0.0, 10.0))

@@ -60,8 +60,8 @@ def _raw_and_simplified(model, guide, elbo):
         loss = loss_fn(model, guide, (flat[len(leaves)],), {})
         grads = torch.autograd.grad(loss, ps, allow_unused=True)
         grads = [g for g in grads if g is not None]
-        finite = torch.stack([loss.isfinite(), *(g.isfinite().all() for g in grads)])
-        return (loss.detach(), *grads, finite.all())  # as the recorder's step
+        sums = torch.stack([loss.detach(), *(g.sum() for g in grads)])
+        return (loss.detach(), *grads, sums.isfinite().all())  # as the recorder's
 
     with pyro.validation_enabled(False):
         raw = run_seeded(lambda: make_fx(step)(*leaves, Y), 1, [])

@@ -141,8 +141,9 @@ class StepProgram:
     ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
         """Run the step: the loss and one gradient per param (None if unused).
 
-        :attr:`finite` is then a boolean tensor: whether the loss and every
-        gradient of this call are finite.
+        :attr:`finite` is then a boolean tensor: True when the loss and every
+        gradient of this call are finite (False may also mean that a sum of
+        finite values overflowed; :func:`~.eager.check_finite` decides).
         """
         with torch.no_grad():
             out = self._run(*params, *tensors)
@@ -189,9 +190,11 @@ def record(
         used[:] = [g is not None for g in grads]
         kept = [g for g in grads if g is not None]
         loss = loss.detach()
-        # one flag for the NaN stop, so a finite step reads one value back
-        finite = torch.stack([loss.isfinite(), *(g.isfinite().all() for g in kept)])
-        return (loss, *kept, finite.all())
+        # One flag for the NaN stop, so a finite step reads one value back. A
+        # sum is finite only if every element is (NaN and inf propagate), and
+        # costs one pass; a sum that overflows is sorted out by check_finite.
+        sums = torch.stack([loss, *(g.sum() for g in kept)])
+        return (loss, *kept, sums.isfinite().all())
 
     start = time.perf_counter()
     try:
