@@ -17,6 +17,7 @@ from guide_core.core.guide import validate_init_scale
 
 from .base import AutoContinuous
 from .lowrank import LowRankAffine
+from .own_draw import OwnDrawMultivariateNormal
 
 __all__ = [
     "AutoDiagonalNormal",
@@ -146,7 +147,7 @@ class AutoMultivariateNormal(_StandardNormalBase, AutoContinuous):
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> dist.TorchDistribution:
         """Return the ``MultivariateNormal`` over the flat latent."""
-        return dist.MultivariateNormal(self.loc, scale_tril=self._cholesky())
+        return OwnDrawMultivariateNormal(self.loc, scale_tril=self._cholesky())
 
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
         return self.loc, self._cholesky().pow(2).sum(-1).sqrt()
