@@ -26,6 +26,7 @@ from guide_core.workflow.engines import EagerTrainer, RecordedTrainer
 
 # ``guide_core.fit`` is the function; the module is reached through importlib.
 fit_module = importlib.import_module("guide_core.workflow.fitting")
+convergence = importlib.import_module("guide_core.workflow.convergence")
 
 Y = torch.tensor([0.5, 1.0, 1.5, 0.2, 1.1])
 
@@ -134,8 +135,8 @@ def test_tol_none_runs_every_step():
 
 def test_relative_change_of_window_means():
     losses = [10.0] * 5 + [9.0] * 5
-    assert fit_module._relative_change(losses, 5) == pytest.approx(0.1)
-    assert fit_module._relative_change([0.0] * 4, 2) == 0.0
+    assert convergence._relative_change(losses, 5) == pytest.approx(0.1)
+    assert convergence._relative_change([0.0] * 4, 2) == 0.0
 
 
 def test_progress_bar_shows_the_smoothed_loss(capsys):
