@@ -162,3 +162,12 @@ def test_calls_go_through_bindings_only_where_they_agree(monkeypatch):
     gm, _ = fastcall.use_bindings(make_fx(f)(x), [x])
     assert aten.add.Tensor in {n.target for n in gm.graph.nodes}
     assert torch.equal(gm(x)[0], (x + 2.0).exp().sum())
+
+
+def test_a_copy_that_changes_strides_is_kept_for_the_views_after_it():
+    def f(x):
+        return x.t().contiguous().view(-1) * 2.0  # the view needs the copy
+
+    x = torch.randn(3, 4)
+    gm = simplify(make_fx(f)(x))
+    assert torch.equal(gm(x), f(x))

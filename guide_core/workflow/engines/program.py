@@ -12,6 +12,7 @@ names. A program holds for one :func:`signature` of its inputs.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import traceback
@@ -210,5 +211,8 @@ def record(
     extra = sorted(seen - set(names))
     if extra:
         raise NotRecordable(f"the step uses params it was not given: {extra}")
-    graph, _ = use_bindings(simplify(graph), [*leaves, *tensors])
+    try:  # shorter and through the bindings; on any doubt, as captured
+        graph, _ = use_bindings(simplify(copy.deepcopy(graph)), [*leaves, *tensors])
+    except Exception:  # noqa: BLE001 - the captured program is still right
+        pass
     return StepProgram(graph, tuple(used)), time.perf_counter() - start

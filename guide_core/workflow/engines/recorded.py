@@ -166,7 +166,10 @@ class RecordedTrainer:
             self._fall_back(f"the step cannot be recorded: {exc}")
             return None
         self.record_seconds.append(seconds)
-        mismatch = self._check(program, _SEEDS)
+        try:
+            mismatch = self._check(program, _SEEDS)
+        except Exception as exc:  # noqa: BLE001 - a program that fails is not used
+            mismatch = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
         if mismatch:
             self._fall_back(f"the recorded step differs from eager: {mismatch}")
             return None

@@ -80,6 +80,14 @@ def _meta(node: Any) -> tuple | None:
     return (tuple(val.shape), val.dtype, val.device)
 
 
+def _layout(node: Any) -> tuple | None:
+    """Shape, dtype, device and strides: what a later view depends on."""
+    val = node.meta.get("val") if isinstance(node, fx.Node) else None
+    if not isinstance(val, torch.Tensor):
+        return None
+    return (*_meta(node), tuple(val.stride()))
+
+
 def _mutated(graph: fx.Graph) -> set[fx.Node]:
     """Nodes whose value some in-place call writes (those are left alone)."""
     out = set()
@@ -100,7 +108,7 @@ def _is_identity(node: fx.Node, mutated: set[fx.Node]) -> bool:
     first = node.args[0]
     if not isinstance(first, fx.Node) or first in mutated or node in mutated:
         return False
-    if _meta(node) is None or _meta(node) != _meta(first):
+    if _layout(node) is None or _layout(node) != _layout(first):
         return False
     target = node.target
     if target in _SAME_META:
