@@ -11,7 +11,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from guide_core import AutoDelta, AutoMultivariateNormal, AutoNormal
 from guide_core.core.seeded import run_seeded
-from guide_core.workflow.engines.eager import eager_loss_and_grads
+from guide_core.workflow.engines.eager import all_sums_finite, eager_loss_and_grads
 from guide_core.workflow.engines.losses import recordable_loss
 from guide_core.workflow.engines.program import record
 from guide_core.workflow.engines.simplify import simplify
@@ -60,8 +60,8 @@ def _raw_and_simplified(model, guide, elbo):
         loss = loss_fn(model, guide, (flat[len(leaves)],), {})
         grads = torch.autograd.grad(loss, ps, allow_unused=True)
         grads = [g for g in grads if g is not None]
-        sums = torch.stack([loss.detach(), *(g.sum() for g in grads)])
-        return (loss.detach(), *grads, sums.isfinite().all())  # as the recorder's
+        finite = all_sums_finite([loss.detach(), *grads])
+        return (loss.detach(), *grads, finite)  # as the recorder's step
 
     with pyro.validation_enabled(False):
         raw = run_seeded(lambda: make_fx(step)(*leaves, Y), 1, [])

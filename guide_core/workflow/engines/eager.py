@@ -8,14 +8,20 @@ for NaN or infinity, and only then lets the optimizer update.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI
 
-__all__ = ["BadStep", "EagerTrainer", "check_finite", "eager_loss_and_grads"]
+__all__ = [
+    "BadStep",
+    "EagerTrainer",
+    "all_sums_finite",
+    "check_finite",
+    "eager_loss_and_grads",
+]
 
 
 class BadStep(Exception):
@@ -26,6 +32,16 @@ class BadStep(Exception):
         self.step, self.what = step, what
 
 
+def all_sums_finite(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Whether every tensor's sum is finite, as a boolean tensor.
+
+    A sum is finite only if every element is (NaN and inf propagate), so a
+    True here means all elements are finite, in one pass per tensor; a False
+    may also be a sum of finite values that overflowed.
+    """
+    return torch.stack([t.sum() for t in tensors]).isfinite().all()
+
+
 def check_finite(
     number: int, loss: float, named_grads: dict[str, torch.Tensor | None]
 ) -> None:
@@ -33,8 +49,7 @@ def check_finite(
     if not math.isfinite(loss):
         raise BadStep(number, f"loss is {loss}")
     grads = [(n, g) for n, g in named_grads.items() if g is not None]
-    # a sum is finite only if every element is: one pass per gradient first
-    if not grads or bool(torch.stack([g.sum() for _, g in grads]).isfinite().all()):
+    if not grads or bool(all_sums_finite([g for _, g in grads])):
         return
     bad = [n for n, g in grads if not bool(g.isfinite().all())]
     if bad:  # else a sum of finite values overflowed: the step is fine

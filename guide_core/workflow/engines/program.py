@@ -24,6 +24,7 @@ import torch
 from pyro import poutine
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from .eager import all_sums_finite
 from .fastcall import use_bindings
 from .losses import LossFn, NotRecordable
 from .simplify import simplify
@@ -191,11 +192,8 @@ def record(
         used[:] = [g is not None for g in grads]
         kept = [g for g in grads if g is not None]
         loss = loss.detach()
-        # One flag for the NaN stop, so a finite step reads one value back. A
-        # sum is finite only if every element is (NaN and inf propagate), and
-        # costs one pass; a sum that overflows is sorted out by check_finite.
-        sums = torch.stack([loss, *(g.sum() for g in kept)])
-        return (loss, *kept, sums.isfinite().all())
+        # one flag for the NaN stop, so a finite step reads one value back
+        return (loss, *kept, all_sums_finite([loss, *kept]))
 
     start = time.perf_counter()
     try:
