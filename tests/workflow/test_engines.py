@@ -133,6 +133,29 @@ def test_recorded_step_is_eager_at_the_same_draws(guide, elbo):
     assert first_mismatch(want, got, names) is None
 
 
+def _assert_recorded_follows_eager(model, make_guide, steps, optim_fn=None, **kw):
+    """Fit eager, then recorded, from the same seed: same losses and params."""
+
+    def run(engine):
+        pyro.clear_param_store()
+        extra = {} if optim_fn is None else {"optim": optim_fn()}
+        result = fit(
+            model, make_guide(), Y, steps=steps, tol=None, seed=0, engine=engine,
+            **_quiet(**extra, **kw),
+        )  # fmt: skip
+        params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+        return result, params
+
+    (eager, want), (recorded, got) = run("eager"), run("recorded")
+    assert recorded.engine == "recorded", recorded.engine_reason
+    torch.testing.assert_close(
+        torch.tensor(recorded.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-4
+    )
+    assert set(got) == set(want)
+    for name, value in got.items():
+        torch.testing.assert_close(value, want[name], rtol=1e-4, atol=1e-5)
+
+
 @config_enumerate
 def mixture(y):
     weight = pyro.sample("weight", dist.Beta(2.0, 2.0))
@@ -162,25 +185,12 @@ def test_enumerated_model_sites_record_and_match_pyros_trace_enum(elbo):
 
 
 def test_a_recorded_fit_with_enumeration_follows_the_eager_fit():
-    def run(engine):
-        pyro.clear_param_store()
-        guide = AutoNormal(poutine.block(mixture, hide=["z"]))
-        elbo = TraceEnum_ELBO(max_plate_nesting=1)
-        result = fit(
-            mixture, guide, Y, steps=20, tol=None, seed=0, engine=engine,
-            **_quiet(loss=elbo),
-        )  # fmt: skip
-        return result, {
-            k: v.detach().clone() for k, v in pyro.get_param_store().items()
-        }
-
-    (eager, want), (recorded, got) = run("eager"), run("recorded")
-    assert recorded.engine == "recorded", recorded.engine_reason
-    torch.testing.assert_close(
-        torch.tensor(recorded.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-4
+    _assert_recorded_follows_eager(
+        mixture,
+        lambda: AutoNormal(poutine.block(mixture, hide=["z"])),
+        steps=20,
+        loss=TraceEnum_ELBO(max_plate_nesting=1),
     )
-    for name, value in got.items():
-        torch.testing.assert_close(value, want[name], rtol=1e-4, atol=1e-5)
 
 
 def test_an_enumerated_guide_site_runs_eager_with_the_reason():
@@ -257,36 +267,9 @@ def test_a_subsampled_fit_records_and_follows_eager():
     ids=["adam", "clipped_adam", "sgd", "clip_args", "per_param"],
 )
 def test_a_recorded_fit_follows_the_eager_fit(optim):
-    eager = fit(
-        model,
-        AutoNormal(model),
-        Y,
-        optim=optim(),
-        steps=25,
-        tol=None,
-        seed=0,
-        engine="eager",
-        **_quiet(),
+    _assert_recorded_follows_eager(
+        model, lambda: AutoNormal(model), steps=25, optim_fn=optim
     )
-    expected = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
-    pyro.clear_param_store()
-    recorded = fit(
-        model,
-        AutoNormal(model),
-        Y,
-        optim=optim(),
-        steps=25,
-        tol=None,
-        seed=0,
-        engine="recorded",
-        **_quiet(),
-    )
-    assert recorded.engine == "recorded", recorded.engine_reason
-    torch.testing.assert_close(
-        torch.tensor(recorded.losses), torch.tensor(eager.losses), rtol=1e-4, atol=1e-4
-    )
-    for name, value in pyro.get_param_store().items():
-        torch.testing.assert_close(value.detach(), expected[name], rtol=1e-4, atol=1e-5)
 
 
 def test_per_param_optim_args_become_groups_with_pyros_settings():
