@@ -17,6 +17,7 @@ from guide_core.core.guide import validate_init_scale
 
 from .base import AutoContinuous
 from .lowrank import LowRankAffine
+from .lowrank_normal import FunctionalLowRankMultivariateNormal
 from .own_draw import OwnDrawMultivariateNormal
 
 __all__ = [
@@ -219,7 +220,7 @@ class AutoLowRankMultivariateNormal(_StandardNormalBase, AutoContinuous):
         """Return the ``LowRankMultivariateNormal`` over the flat latent."""
         scale = self.scale
         factor = self.cov_factor * scale.unsqueeze(-1)
-        return dist.LowRankMultivariateNormal(self.loc, factor, scale * scale)
+        return FunctionalLowRankMultivariateNormal(self.loc, factor, scale * scale)
 
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
         return self.loc, self.scale * (self.cov_factor.pow(2).sum(-1) + 1).sqrt()
