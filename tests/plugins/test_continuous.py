@@ -559,3 +559,40 @@ def test_low_rank_normal_compiles_and_recovers_the_regression_posterior():
     sd = cov.diagonal().sqrt()
     assert ((q.loc - mean).abs() / sd).max() < 0.1
     assert ((q.covariance_matrix.diagonal().sqrt() / sd) - 1).abs().max() < 0.05
+
+
+def test_the_factored_normal_is_torchs_mvn_and_never_forms_the_factor_on_a_draw():
+    from guide_plugins.continuous.own_draw import FactoredMultivariateNormal
+
+    torch.manual_seed(0)
+    loc = torch.randn(2, 4, requires_grad=True)
+    scale = torch.rand(4).add(0.5).requires_grad_()
+    unit = (torch.randn(4, 4).tril(-1) + torch.eye(4)).requires_grad_()
+    tril = scale[:, None] * unit
+    mine = FactoredMultivariateNormal(loc, scale, unit)
+    assert isinstance(mine, dist.MultivariateNormal)
+    wide = mine.expand((3, 2))
+    torch.manual_seed(1)
+    z = wide.rsample((5,))
+    assert "_unbroadcasted_scale_tril" not in wide.__dict__  # not built to draw
+    lp = wide.log_prob(z)
+    assert "_unbroadcasted_scale_tril" not in wide.__dict__  # nor for log q
+    torchs = dist.MultivariateNormal(loc, scale_tril=tril).expand((3, 2))
+    torch.manual_seed(1)
+    torch.testing.assert_close(z, torchs.rsample((5,)))  # same noise, same draw
+    torch.testing.assert_close(lp, torchs.log_prob(z))
+    wrt = [loc, scale, unit]
+    got = torch.autograd.grad(lp.sum(), wrt, retain_graph=True, allow_unused=True)
+    want = torch.autograd.grad(torchs.log_prob(z).sum(), wrt, allow_unused=True)
+    for a, b in zip(got, want):
+        a = torch.zeros_like(b) if a is None else a
+        if b.dim() == 2:  # the unit diagonal and upper triangle are not free
+            a, b = a.tril(-1), b.tril(-1)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    other = z.detach().clone()
+    torch.testing.assert_close(wide.log_prob(other), torchs.log_prob(other))
+    torch.testing.assert_close(wide.scale_tril, torchs.scale_tril)
+    torch.testing.assert_close(wide.covariance_matrix, torchs.covariance_matrix)
+    torch.testing.assert_close(wide.entropy(), torchs.entropy())
+    with pytest.raises(ValueError, match="needs loc \\(..., D\\), scale"):
+        FactoredMultivariateNormal(loc, scale[:3], unit)

@@ -18,7 +18,7 @@ from guide_core.core.guide import validate_init_scale
 from .base import AutoContinuous
 from .lowrank import LowRankAffine
 from .lowrank_normal import FunctionalLowRankMultivariateNormal
-from .own_draw import OwnDrawMultivariateNormal
+from .own_draw import FactoredMultivariateNormal
 
 __all__ = [
     "AutoDiagonalNormal",
@@ -148,7 +148,7 @@ class AutoMultivariateNormal(_StandardNormalBase, AutoContinuous):
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> dist.TorchDistribution:
         """Return the ``MultivariateNormal`` over the flat latent."""
-        return OwnDrawMultivariateNormal(self.loc, scale_tril=self._cholesky())
+        return FactoredMultivariateNormal(self.loc, self.scale, self.scale_tril)
 
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
         return self.loc, self._cholesky().pow(2).sum(-1).sqrt()
