@@ -157,6 +157,13 @@ def _mib(side: dict[str, Any] | None) -> str:
     return text if machinery is None else f"{text} (+{ms(machinery)})"
 
 
+def _process_mib(side: dict[str, Any] | None) -> float | None:
+    """The side's whole process at its peak: RSS before the guide plus the peak."""
+    if not side or side.get("base_mib") is None or side.get("peak_mib") is None:
+        return None
+    return side["base_mib"] + side["peak_mib"]
+
+
 def memory_table(data: dict[str, Any]) -> list[str]:
     """Peak MiB of every side (fresh process each), engines also over eager."""
     cells = [c for c in data["cells"] if c.get("memory")]
@@ -166,6 +173,7 @@ def memory_table(data: dict[str, Any]) -> list[str]:
     ours_engines = [e for e in engines if e != "pyro_jit"]
     columns = ["guide", "model", "ours MiB", "pyro MiB", *(f"{e} MiB" for e in engines)]
     columns += [f"{e}/ours" for e in ours_engines]
+    columns += [f"{e}/ours process" for e in ours_engines]
     has_np = any(c.get("numpyro") for c in cells)
     columns += ["numpyro MiB"] if has_np else []
     rows = []
@@ -177,6 +185,8 @@ def memory_table(data: dict[str, Any]) -> list[str]:
         row += [
             ratio(_over((mem.get(e) or {}).get("peak_mib"), ours)) for e in ours_engines
         ]
+        whole = _process_mib(mem.get("ours"))
+        row += [ratio(_over(_process_mib(mem.get(e)), whole)) for e in ours_engines]
         row += [_mib(c.get("numpyro"))] if has_np else []
         rows.append(row)
     return [
@@ -193,7 +203,9 @@ def memory_table(data: dict[str, Any]) -> list[str]:
         "tracer's first recording, inductor's first compile: a few steps of "
         "the same side on the quick tiny model, before the baseline), the same "
         "for every model and paid once per process. `e/ours` = that engine "
-        "over our eager side, machinery apart.",
+        "over our eager side, machinery apart; `e/ours process` = the same for "
+        "the whole process at its peak (imports, machinery and all: what `top` "
+        "shows a user).",
         "",
         *_table(columns, rows),
     ]

@@ -369,6 +369,20 @@ def test_memory_is_measured_for_every_side(tmp_path: Path) -> None:
     write_reports(result, tmp_path)
     md = (tmp_path / "bench.md").read_text()
     assert "## Memory (peak MiB)" in md and "| recorded MiB | recorded/ours |" in md
+    assert "| recorded/ours process |" in md
+
+
+def test_the_memory_table_gives_the_whole_process_ratio_too() -> None:
+    from benchmarks.sections import memory_table
+
+    def side(base, peak):
+        return {"base_mib": base, "peak_mib": peak, "machinery_mib": 1.0}
+
+    cell = {"guide": "auto_normal", "model": "tiny", "backend": None}
+    cell["memory"] = {"ours": side(300.0, 1.0), "compiled": side(400.0, 2.0)}
+    data = {"cells": [cell], "config": {"engines": ["compiled"]}}
+    row = memory_table(data)[-1].strip("| ").split(" | ")
+    assert row[-2:] == ["2.00", "1.34"]  # the step's own 2x; 402/301 for the process
 
 
 def test_end_to_end_fits_ours_and_pyros_and_replays_the_convergence_rule(
