@@ -81,7 +81,12 @@ class FactoredMultivariateNormal(OwnDrawMultivariateNormal):
         unit_tril: torch.Tensor,
         validate_args: bool | None = None,
     ):
-        if loc.dim() < 1 or unit_tril.dim() < 2 or scale.shape[-1:] != loc.shape[-1:]:
+        dim = loc.shape[-1:] * 2 if loc.dim() else None
+        if (
+            dim is None
+            or scale.shape[-1:] != loc.shape[-1:]
+            or unit_tril.shape[-2:] != dim
+        ):
             raise ValueError(
                 "FactoredMultivariateNormal needs loc (..., D), scale (..., D) and "
                 f"unit_tril (..., D, D); got {tuple(loc.shape)}, "
