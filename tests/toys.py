@@ -169,3 +169,28 @@ def _log_density(trace):
     trace.compute_log_prob()
     sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
     return sum(s["log_prob"] for s in sites)
+
+
+def assert_reloads_the_summaries(guide, path, model, make_untrained, site):
+    """Save ``guide``, load it back and assert the same sampled summaries.
+
+    ``guide.num_summary_samples`` is set, and its median and 10%/90%
+    quantiles are seeded; an untrained ``make_untrained()`` must give another
+    median of ``site`` (so equality means the training was loaded). Returns
+    the loaded guide, for its attributes.
+    """
+    samples = guide.num_summary_samples
+    median, quantiles = guide.median(), guide.quantiles([0.1, 0.9])
+    guide_core.save(guide, path)
+    pyro.clear_param_store()
+    untrained = make_untrained()
+    untrained.num_summary_samples = samples
+    assert not torch.allclose(untrained.median()[site], median[site])
+    pyro.clear_param_store()
+    loaded = guide_core.load(path, model)
+    loaded.num_summary_samples = samples
+    for k, v in loaded.median().items():
+        assert torch.equal(v, median[k]), k
+    for k, v in loaded.quantiles([0.1, 0.9]).items():
+        assert torch.equal(v, quantiles[k]), k
+    return loaded
