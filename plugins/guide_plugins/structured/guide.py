@@ -10,12 +10,15 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions import constraints
+from pyro.distributions.transforms import SoftplusLowerCholeskyTransform
 from pyro.nn.module import PyroModule, PyroParam
+from torch.nn.functional import softplus
 
 from guide_core import AutoGuide, init_to_feasible
 from guide_core.core.dependencies import infer_dependencies, topological_order
 from guide_core.core.guide import validate_init_scale
 from guide_core.core.latent import constrain, get_nested, set_nested
+from guide_core.core.param_leaf import param_with_leaf
 from guide_core.core.prototype import SiteFacts
 
 from .spec import check_conditionals, check_dependencies, per_site
@@ -178,15 +181,30 @@ class AutoStructured(AutoGuide):
         if kind == "normal":
             noise, log_det = white * scale, -scale.log() if compute_density else 0.0
         else:  # "mvn": over-parametrized by a global scale times a scale_tril
-            scale_tril = get_nested(self.scale_trils, name)
-            noise = white @ scale_tril.T * scale
+            strict, diag = self._cholesky_parts(name)
+            noise = white @ strict.T
+            noise = (noise if diag is None else noise + white * diag) * scale
             log_det = 0.0
             if compute_density:
-                diag = scale_tril.diagonal(dim1=-2, dim2=-1)
+                if diag is None:
+                    diag = strict.diagonal(dim1=-2, dim2=-1)
                 log_det = -diag.log() - scale.log()
         if compute_density:
             log_det = log_det.expand_as(noise)
         return noise, log_det
+
+    def _cholesky_parts(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The site's Cholesky factor as (strict lower triangle, diagonal).
+
+        Made from the free tensor when the param statement just made the factor
+        from it by the softplus transform: the factor's D x D assembly and the
+        gradient's disassembly are skipped (same values to rounding). Else
+        (a handler supplied the value) ``(factor, None)``: use it whole.
+        """
+        scale_tril, free, transform = param_with_leaf(self.scale_trils, name)
+        if free is None or transform != SoftplusLowerCholeskyTransform():
+            return scale_tril, None
+        return free.tril(-1), softplus(free.diagonal(dim1=-2, dim2=-1))
 
     def get_deltas(
         self, save_params: Collection[str] | None = None, *, stacked: bool = False
