@@ -223,14 +223,15 @@ def _reference_draw(values, q, noise, cells, n):
 
 @pytest.mark.parametrize("hub_min", [1, 16, 10**9])  # hubs everywhere / some / none
 @pytest.mark.parametrize("draws", [1, 3])
-def test_dense_draw_gradient_is_autograds(hub_min, draws):
+@pytest.mark.parametrize("size", [20, 150])  # 150: inverted by blocks
+def test_dense_draw_gradient_is_autograds(hub_min, draws, size):
     from guide_plugins.gaussian.precision_mvn import CellPlan, DenseDraw
 
     def model():
         g = pyro.sample("g", dist.Normal(torch.zeros(2), 1.0).to_event(1))
-        with pyro.plate("i", 20):
+        with pyro.plate("i", size):
             x = pyro.sample("x", dist.Normal(g[0], 1.0))
-            pyro.sample("y", dist.Normal(x + g[1], 1.0), obs=torch.zeros(20))
+            pyro.sample("y", dist.Normal(x + g[1], 1.0), obs=torch.zeros(size))
         pyro.sample("t", dist.Normal(x[0] + x[1], 1.0))
 
     dense = AutoGaussian(model, backend="dense")
@@ -256,6 +257,27 @@ def test_dense_draw_gradient_is_autograds(hub_min, draws):
     torch.testing.assert_close(outs["ours"][0], outs["ref"][0])
     for ours, ref in zip(grads["ours"], grads["ref"]):
         torch.testing.assert_close(ours, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [1, 7, 64, 65, 130, 301])
+def test_blocked_triangular_inverse_is_the_solves(n, dtype):
+    from guide_plugins.gaussian.triangular import upper_triangular_inverse
+
+    a = torch.randn(2, n, n, dtype=torch.float64)
+    factor = torch.linalg.cholesky(a @ a.mT / n + 0.1 * torch.eye(n, dtype=a.dtype))
+    upper = (factor.mT + torch.randn(2, n, n, dtype=a.dtype).tril(-1)).to(dtype)
+    exact = torch.linalg.solve_triangular(
+        upper.double(), torch.eye(n, dtype=torch.float64), upper=True
+    )
+    ours = upper_triangular_inverse(upper, block=16)
+    assert ours.dtype == dtype and ours.shape == (2, n, n)
+    assert torch.equal(ours.tril(-1), torch.zeros_like(ours))  # the strict lower part
+    solve = torch.linalg.solve_triangular(upper, torch.eye(n, dtype=dtype), upper=True)
+    scale = exact.abs().amax((-2, -1), keepdim=True)
+    err = ((ours.double() - exact).abs() / scale).amax()
+    err_solve = ((solve.double() - exact).abs() / scale).amax()
+    assert err <= 10 * err_solve + 10 * torch.finfo(dtype).eps
 
 
 def _package_imports() -> dict[str, set[str]]:

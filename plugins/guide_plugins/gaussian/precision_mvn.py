@@ -11,7 +11,8 @@ for the noise ``eps`` -- computed by one triangular solve, without forming
 factorising it and drawing, with a hand-written backward pass: the gradient of
 the draw and of ``log det F`` with respect to ``Q`` is only evaluated at the
 entries the factors fill (see :class:`CellPlan`), after one triangular
-inverse, instead of autograd's dense Cholesky backward (three ``N^3`` products).
+inverse (by blocks, :mod:`.triangular`), instead of autograd's dense Cholesky
+backward (three ``N^3`` products).
 ``torch.jit.trace_module`` cannot export a Python ``autograd.Function``, so
 while it records, the draw runs the same forward operations as plain autograd
 ops instead (``JitTrace_ELBO``, which traces a function, keeps the fast one).
@@ -25,6 +26,8 @@ from typing import Any
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
+
+from .triangular import upper_triangular_inverse
 
 __all__ = ["CellPlan", "DenseDraw", "FlippedPrecisionMVN"]
 
@@ -173,8 +176,7 @@ class DenseDraw(torch.autograd.Function):
         flip_tril, mean, noise = ctx.saved_tensors
         plan = ctx.plan
         n = mean.size(-1)
-        eye = torch.eye(n, dtype=mean.dtype, device=mean.device)
-        r = torch.linalg.solve_triangular(flip_tril.mT, eye, upper=True)  # F^{-T}
+        r = upper_triangular_inverse(flip_tril.mT)  # F^{-T}
         grad_x = grad_x.reshape(-1, n)
         a = grad_x @ r  # rows R^T g
         s = (a @ r.mT).sum(0)  # Sigma g, summed over draws
@@ -244,10 +246,7 @@ class FlippedPrecisionMVN(dist.MultivariateNormal):
     @property
     def _unbroadcasted_scale_tril(self) -> torch.Tensor:
         def make():
-            eye = torch.eye(self._info.size(-1), dtype=self._info.dtype)
-            return _solve_rows(self.flip_tril, eye.to(self._info.device)).mT.flip(
-                -2, -1
-            )
+            return upper_triangular_inverse(self.flip_tril.mT).flip(-2, -1)
 
         return self._lazy("_scale", make)
 
