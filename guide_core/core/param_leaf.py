@@ -35,8 +35,11 @@ class _MadeHere(Messenger):
     """Notes the value a param statement's own function makes, if it runs.
 
     It wraps the message's ``fn`` for this one call and puts the original back
-    as soon as the wrapper runs (or, when a handler supplied the value and the
-    wrapper never ran, in post-processing), so traces record the usual ``fn``.
+    as soon as the wrapper runs, so traces record the usual ``fn``. When a
+    handler supplied the value, the wrapper never runs and the original is put
+    back in this (innermost, so last) post-processing: a trace outside has by
+    then copied the message with the wrapper as its ``fn`` (which calls the
+    original, so re-running the site still gives the param).
     """
 
     def __init__(self) -> None:
@@ -79,7 +82,7 @@ def param_with_leaf(
     (Tensor, Tensor or None, Transform or None)
         The value the param statement returned (registered as usual, so
         ``SVI`` optimizes it); the unconstrained tensor it was made from and
-        the transform that made it, or ``(None, None)`` when the value was not
+        the transform that made it; or ``None, None`` for both when the value was not
         made from the param's own tensor in this statement (a handler
         supplied it) and only the value may be used.
     """

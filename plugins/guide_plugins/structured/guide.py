@@ -181,20 +181,20 @@ class AutoStructured(AutoGuide):
         if kind == "normal":
             noise, log_det = white * scale, -scale.log() if compute_density else 0.0
         else:  # "mvn": over-parametrized by a global scale times a scale_tril
-            strict, diag = self._cholesky_parts(name)
-            noise = white @ strict.T
+            lower, diag = self._cholesky_parts(name)  # strict when diag is given
+            noise = white @ lower.T
             noise = (noise if diag is None else noise + white * diag) * scale
             log_det = 0.0
             if compute_density:
                 if diag is None:
-                    diag = strict.diagonal(dim1=-2, dim2=-1)
+                    diag = lower.diagonal(dim1=-2, dim2=-1)
                 log_det = -diag.log() - scale.log()
         if compute_density:
             log_det = log_det.expand_as(noise)
         return noise, log_det
 
     def _cholesky_parts(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The site's Cholesky factor as (strict lower triangle, diagonal).
+        """The site's Cholesky factor as (strict lower triangle, its diagonal).
 
         Made from the free tensor when the param statement just made the factor
         from it by the softplus transform: the factor's D x D assembly and the
