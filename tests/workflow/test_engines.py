@@ -385,6 +385,52 @@ def test_a_shape_change_records_again():
     assert len(trainer.programs) == 3
 
 
+def test_new_values_inside_a_container_record_again():
+    def listed(data):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("n", len(data[0])):
+            pyro.sample("y", dist.Normal(mu, 1.0), obs=data[0])
+
+    guide = AutoNormal(listed)
+    svi = SVI(listed, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    trainer = RecordedTrainer(
+        svi,
+        ([Y],),
+        {},
+        loss_fn=recordable_loss(Trace_ELBO()),
+        optimizer=map_optimizer(pyro.optim.Adam({"lr": 0.01})),
+        mode="recorded",
+        steps=10,
+    )
+    for number in range(1, 3):
+        trainer.step(number)
+    # a tensor nested in a list is a constant of the program, not an input:
+    # the same shape with other values must not replay the old program
+    trainer.set_inputs(([Y + 100.0],), {})
+    loss = trainer.step(3)
+    assert len(trainer.programs) == 2 and loss > 1e4
+
+
+def test_other_strides_record_again():
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    trainer = RecordedTrainer(
+        svi,
+        (Y,),
+        {},
+        loss_fn=recordable_loss(Trace_ELBO()),
+        optimizer=map_optimizer(pyro.optim.Adam({"lr": 0.01})),
+        mode="recorded",
+        steps=10,
+    )
+    for number in range(1, 3):
+        trainer.step(number)
+    strided = torch.stack([Y, Y], -1)[:, 0]  # same shape and values, stride 2
+    trainer.set_inputs((strided,), {})
+    trainer.step(3)
+    assert len(trainer.programs) == 2 and trainer.engine == "recorded"
+
+
 def test_a_replaced_param_is_found_again():
     guide = AutoNormal(model)
     result = fit(model, guide, Y, steps=5, tol=None, engine="recorded", **_quiet())
