@@ -221,10 +221,14 @@ def _reference_draw(values, q, noise, cells, n):
     return x, tril.diagonal().log().sum()
 
 
-@pytest.mark.parametrize("hub_min", [1, 16, 10**9])  # hubs everywhere / some / none
+@pytest.mark.parametrize(
+    "hub_min, dense_plan",
+    # hubs everywhere (dense plan, and by hubs) / some / none
+    [(1, True), (1, False), (16, False), (10**9, None)],
+)
 @pytest.mark.parametrize("draws", [1, 3])
 @pytest.mark.parametrize("size", [20, 150])  # 150: inverted by blocks
-def test_dense_draw_gradient_is_autograds(hub_min, draws, size):
+def test_dense_draw_gradient_is_autograds(hub_min, dense_plan, draws, size):
     from guide_plugins.gaussian.precision_mvn import CellPlan, DenseDraw
 
     def model():
@@ -245,7 +249,8 @@ def test_dense_draw_gradient_is_autograds(hub_min, draws, size):
     n = q.numel()
     noise = torch.randn(draws, n, dtype=values.dtype)
     grad_x, grad_hld = torch.randn(draws, n, dtype=values.dtype), 0.7
-    plan = CellPlan(mvn._cells, n, hub_min=hub_min)
+    plan = CellPlan(mvn._cells, n, hub_min=hub_min, dense=dense_plan)
+    assert plan.dense == bool(dense_plan)
     outs = {
         "ours": DenseDraw.apply(values, q, noise, mvn._cells, plan),
         "ref": _reference_draw(values, q, noise, mvn._cells, n),

@@ -89,6 +89,9 @@ class CellPlan:
     Diagonal cells come from one row-wise product; the rows and columns of the
     indices that have many partners ("hubs", e.g. global latents) from one
     thin matrix product each; the remaining pairs from gathered dot products.
+    Where hubs are at least half the indices (a densely coupled Gaussian),
+    those two thin products would cost more than the whole ``n x n`` product,
+    so the plan is ``dense``: one product, read at the cells by one gather.
     Built once per layout.
 
     Parameters
@@ -96,10 +99,17 @@ class CellPlan:
     cells : Tensor
         Flat positions in an ``n x n`` matrix whose pattern is symmetric.
     n : int
+    hub_min : int
+        Partners that make an index a hub.
+    dense : bool, optional
+        Force (or forbid) the dense plan; by default chosen as above.
     """
 
-    def __init__(self, cells: torch.Tensor, n: int, hub_min: int = 16):
+    def __init__(
+        self, cells: torch.Tensor, n: int, hub_min: int = 16, dense: bool | None = None
+    ):
         cells = cells.cpu()
+        self.cells = cells
         k, l_ = cells // n, cells % n
         diag = k == l_
         counts = torch.bincount(k[~diag], minlength=n)
@@ -121,6 +131,7 @@ class CellPlan:
         pl = hub_pos[l_[col]]
         self.col = (torch.nonzero(col).squeeze(-1), k[col] * nh + pl, pl * n + k[col])
         self.rest = (torch.nonzero(rest).squeeze(-1), k[rest], l_[rest])
+        self.dense = 2 * nh >= n if dense is None else dense
         self._device_cache: dict = {}
 
     def on(self, device) -> CellPlan:
@@ -136,6 +147,16 @@ class CellPlan:
             moved._device_cache = {}
             self._device_cache[device] = moved
         return self._device_cache[device]
+
+    def gradient(
+        self, h: torch.Tensor, r: torch.Tensor, s: torch.Tensor, m: torch.Tensor
+    ) -> torch.Tensor:
+        """Return ``(G + G^T) / 2`` at every cell, ``G = h @ r.T - s m^T``."""
+        if self.dense:
+            g = h @ r.mT - s.unsqueeze(-1) * m
+            return (0.5 * (g + g.mT)).reshape(-1)[self.cells]
+        k, l_ = self.k, self.l_
+        return self.sym_dots(h, r) - 0.5 * (s[k] * m[l_] + s[l_] * m[k])
 
     def sym_dots(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Return ``(G + G^T) / 2`` at every cell, ``G = h @ r.T``."""
@@ -187,9 +208,7 @@ class DenseDraw(torch.autograd.Function):
             w = r * u
             c = w.flip(-1).cumsum(-1).flip(-1) - 0.5 * w
             h = h - c * a_row
-        k, l_ = plan.k, plan.l_
-        g = plan.sym_dots(h, r) - 0.5 * (s[k] * mean[l_] + s[l_] * mean[k])
-        return g, s, None, None, None
+        return plan.gradient(h, r, s, mean), s, None, None, None
 
 
 class FlippedPrecisionMVN(dist.MultivariateNormal):
