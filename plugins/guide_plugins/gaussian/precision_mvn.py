@@ -37,13 +37,18 @@ def _solve_rows(flip_tril: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve_triangular(flip_tril.mT, rhs.mT, upper=True).mT
 
 
+def _at(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` along the first dim (``index_select``: ~4x faster here)."""
+    return x.index_select(0, index)
+
+
 def _pair_dots(a, b, k, l_):
     """Return ``(a @ b.T)[k, l]`` for index vectors ``k``, ``l`` (few pairs)."""
     if k.numel() == 0:
         return a.new_zeros(0)
     chunk = max(1, (1 << 20) // a.size(-1))
     parts = [
-        (a[k[i : i + chunk]] * b[l_[i : i + chunk]]).sum(-1)
+        (_at(a, k[i : i + chunk]) * _at(b, l_[i : i + chunk])).sum(-1)
         for i in range(0, k.numel(), chunk)
     ]
     return torch.cat(parts) if len(parts) > 1 else parts[0]
@@ -154,25 +159,27 @@ class CellPlan:
         """Return ``(G + G^T) / 2`` at every cell, ``G = h @ r.T - s m^T``."""
         if self.dense:
             g = h @ r.mT - s.unsqueeze(-1) * m
-            return (0.5 * (g + g.mT)).reshape(-1)[self.cells]
+            return _at((0.5 * (g + g.mT)).reshape(-1), self.cells)
         k, l_ = self.k, self.l_
-        return self.sym_dots(h, r) - 0.5 * (s[k] * m[l_] + s[l_] * m[k])
+        outer = _at(s, k) * _at(m, l_) + _at(s, l_) * _at(m, k)
+        return self.sym_dots(h, r) - 0.5 * outer
 
     def sym_dots(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """Return ``(G + G^T) / 2`` at every cell, ``G = h @ r.T``."""
         out = h.new_empty(self.size)
         idx, kd = self.diag
-        out[idx] = (h * r).sum(-1)[kd]
+        out.index_copy_(0, idx, _at((h * r).sum(-1), kd))
         if self.hubs.numel():
-            rows = (h[self.hubs] @ r.mT).reshape(-1)  # G[hub, :]
-            cols = (h @ r[self.hubs].mT).reshape(-1)  # G[:, hub]
+            rows = (_at(h, self.hubs) @ r.mT).reshape(-1)  # G[hub, :]
+            cols = (h @ _at(r, self.hubs).mT).reshape(-1)  # G[:, hub]
             idx, a, b = self.row
-            out[idx] = 0.5 * (rows[a] + cols[b])
+            out.index_copy_(0, idx, 0.5 * (_at(rows, a) + _at(cols, b)))
             idx, a, b = self.col
-            out[idx] = 0.5 * (cols[a] + rows[b])
+            out.index_copy_(0, idx, 0.5 * (_at(cols, a) + _at(rows, b)))
         idx, k, l_ = self.rest
         if idx.numel():
-            out[idx] = 0.5 * (_pair_dots(h, r, k, l_) + _pair_dots(h, r, l_, k))
+            dots = _pair_dots(h, r, k, l_) + _pair_dots(h, r, l_, k)
+            out.index_copy_(0, idx, 0.5 * dots)
         return out
 
 
