@@ -273,12 +273,30 @@ def select_guides(
     return specs, no_pyro
 
 
+def _required_args(name: str) -> dict[str, Any]:
+    """Arguments a guide cannot be built without, the same for both sides.
+
+    ``AutoNormalizingFlow`` takes the flow to fit: two affine autoregressive
+    transforms, as in Pyro's documentation of it.
+    """
+    if name == "auto_normalizing_flow":
+        from pyro.distributions.transforms import affine_autoregressive, iterated
+
+        flow = functools.partial(iterated, 2, affine_autoregressive)
+        return {"init_transform_fn": flow}
+    return {}
+
+
 def side_factories(spec: Any, backend: str | None) -> tuple[Any, Any, str | None]:
     """Our guide's factory, Pyro's (or None) and the back end actually used."""
     pyro_cls = pyro_class(spec)
     ours_cls = spec.factory
+    required = _required_args(spec.name)
+    if required:
+        ours_cls = functools.partial(ours_cls, **required)
+        pyro_cls = None if pyro_cls is None else functools.partial(pyro_cls, **required)
     if backend is not None and spec.backends:
-        ours_cls = functools.partial(spec.factory, backend=backend)
+        ours_cls = functools.partial(ours_cls, backend=backend)
         if backend in getattr(pyro_cls, "backends", ()):
             pyro_cls = functools.partial(pyro_cls, backend=backend)
     else:

@@ -284,6 +284,20 @@ def test_every_back_end_gets_its_own_cell(tmp_path: Path) -> None:
     assert "| auto_gaussian (sparse) | tiny |" in (tmp_path / "bench.md").read_text()
 
 
+def test_a_guide_that_needs_arguments_gets_the_same_ones_on_both_sides() -> None:
+    config = BenchConfig(
+        guides=("auto_normalizing_flow",),
+        models=("tiny",),
+        quick=True,
+        steps=2,
+        rounds=1,
+    )
+    (cell,) = run_benchmarks(config).cells
+    assert cell.ours.error is None and cell.pyro.error is None
+    # the same flow from the same seed: the same fit on both sides
+    assert cell.ours.final_loss() == pytest.approx(cell.pyro.final_loss(), rel=1e-5)
+
+
 def test_engine_columns_time_our_guide_under_fit_engines(tmp_path: Path) -> None:
     argv = ["--quick", "--guides", "auto_normal", "--models", "tiny", "--steps", "2"]
     argv += ["--rounds", "1", "--warmup", "3", "--engines", "recorded,eager"]
