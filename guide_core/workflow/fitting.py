@@ -188,7 +188,9 @@ def fit(
         program, checked against eager on the same draws, then replayed, with
         one torch optimizer doing ``optim``'s update of every param (the
         params stay in Pyro's param store; ``optim`` itself is not stepped).
-        ``"compiled"``: that program through ``torch.compile``. ``"auto"``:
+        ``"compiled"``: that program compiled by inductor (``torch.compile``'s
+        back end), or the recorded one where the compiled turns out no
+        faster (large dense algebra, where BLAS beats inductor's loops). ``"auto"``:
         recorded when possible, compiled when the planned steps pay for the
         compile. What cannot be recorded (a model that reads tensor values,
         an ELBO or optimizer without an exact recorded counterpart, a step

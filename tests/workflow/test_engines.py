@@ -733,6 +733,21 @@ def test_compiled_recovers_a_conjugate_posterior():
     _check_conjugate_posterior("compiled", 1500)
 
 
+def test_a_compiled_step_no_faster_than_the_recorded_runs_recorded(monkeypatch):
+    from guide_core.workflow.engines.program import StepProgram
+
+    times = iter([1.0, 5.0, 5.0, 1.0])  # recorded, compiled, then both again
+    monkeypatch.setattr(RecordedTrainer, "_time", lambda self, p, calls=3: next(times))
+    monkeypatch.setattr(StepProgram, "compile", lambda self: None)  # no inductor
+    result = fit(
+        model, AutoNormal(model), Y, steps=5, tol=None, engine="compiled", **_quiet()
+    )
+    assert result.engine == "recorded"
+    assert "compiled step (5 ms) is not faster than the recorded one (1 ms)" in (
+        result.engine_reason
+    )
+
+
 def test_a_guide_without_params_runs_eager_and_says_so():
     def prior_guide(y):
         pyro.sample("mu", dist.Normal(0.0, 1.0))

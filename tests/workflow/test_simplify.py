@@ -171,3 +171,25 @@ def test_a_copy_that_changes_strides_is_kept_for_the_views_after_it():
     x = torch.randn(3, 4)
     gm = simplify(make_fx(f)(x))
     assert torch.equal(gm(x), f(x))
+
+
+@pytest.mark.parametrize("kind", ["mv", "addmv", "small"])
+def test_large_matrix_vector_products_go_to_inductor_as_blas_calls(kind):
+    from guide_core.workflow.engines.for_inductor import blas_products
+
+    rows = 3 if kind == "small" else 300
+    a, v, b = torch.randn(rows, 40), torch.randn(40), torch.randn(rows)
+
+    def step(a, v, b):
+        if kind == "addmv":
+            return (torch.addmv(b, a, v, beta=0.5, alpha=2.0),)
+        return ((a @ v).exp(),)
+
+    gm = make_fx(step)(a, v, b)
+    want = gm(a, v, b)[0]
+    rewritten = blas_products(gm)
+    ops = {n.target for n in gm.graph.nodes if n.op == "call_function"}
+    assert rewritten == (0 if kind == "small" else 1)
+    assert (aten.mm.default in ops or aten.addmm.default in ops) == (kind != "small")
+    assert not ({aten.mv.default, aten.addmv.default} & ops) or kind == "small"
+    torch.testing.assert_close(gm(a, v, b)[0], want)

@@ -12,11 +12,12 @@ names. A program holds for one :func:`signature` of its inputs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyro
@@ -26,6 +27,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from .eager import all_sums_finite
 from .fastcall import use_bindings
+from .for_inductor import blas_products
 from .losses import LossFn, NotRecordable
 from .simplify import simplify
 
@@ -144,9 +146,11 @@ class StepProgram:
         85 us a call here, a fifth of a small model's whole compiled step.
         The next call compiles, on its inputs. Random operations keep torch's
         own generator (``fallback_random``), so the compiled program draws
-        what the recorded one draws.
+        what the recorded one draws; large matrix-vector products stay BLAS
+        calls (:func:`~.for_inductor.blas_products`).
         """
         graph = copy.deepcopy(self.graph)
+        blas_products(graph)
 
         def first_call(*inputs: torch.Tensor) -> Any:
             import torch._inductor
@@ -161,6 +165,16 @@ class StepProgram:
     def uncompile(self) -> None:
         """Route calls back to the recorded program."""
         self._run, self.compiled = self.graph, False
+
+    @contextlib.contextmanager
+    def as_recorded(self) -> Iterator[None]:
+        """Within the block, calls run the recorded program (to time it)."""
+        run, compiled = self._run, self.compiled
+        self._run, self.compiled = self.graph, False
+        try:
+            yield
+        finally:
+            self._run, self.compiled = run, compiled
 
     def __call__(
         self, params: Sequence[torch.Tensor], tensors: Sequence[torch.Tensor]

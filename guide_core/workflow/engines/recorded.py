@@ -4,7 +4,8 @@ Step 1 runs eager (it creates the guide's params and Pyro's set-up). Then,
 for each :func:`~.program.signature` of the inputs, the step is captured
 once, checked against Pyro's own step on the same draws from two seeds (so
 that draws baked into the program as constants would be caught), and
-replayed from then on; ``"compiled"`` routes it through ``torch.compile``.
+replayed from then on; ``"compiled"`` routes it through inductor, unless
+the compiled program turns out no faster than the recorded one.
 Whatever cannot be recorded or fails the check runs eager from then on,
 with one warning that says why. Every step's update goes through one
 :class:`~.optim.MappedOptimizer`, eager or not, so the optimizer's state
@@ -180,10 +181,10 @@ class RecordedTrainer:
             self.reason = f"auto: {sums}"
             self.on_change()
         if self.engine == "compiled":
-            self._compile(program)
+            self._compile(program, replay_ms)
         return program
 
-    def _compile(self, program: StepProgram) -> None:
+    def _compile(self, program: StepProgram, replay_ms: float) -> None:
         program.compile()
         start = time.perf_counter()
         try:
@@ -204,6 +205,20 @@ class RecordedTrainer:
             return
         self.compile_seconds.append(seconds)
         note_compile_seconds(seconds)
+        compiled_ms = self._time(program)
+        if compiled_ms >= replay_ms:  # inductor's loops can lose to BLAS calls
+            # once more, each timed again, so one noisy timing does not decide
+            compiled_ms = self._time(program, 5)
+            with program.as_recorded():
+                replay_ms = self._time(program, 5)
+        if compiled_ms >= replay_ms:
+            program.uncompile()
+            self.engine = "recorded"
+            self.reason = (
+                f"the compiled step ({compiled_ms:.3g} ms) is not faster than "
+                f"the recorded one ({replay_ms:.3g} ms)"
+            )
+            self.on_change()
 
     def _time(self, program: StepProgram, calls: int = 3) -> float:
         """The fastest of ``calls`` replays, in ms (on a forked random state)."""
