@@ -421,3 +421,17 @@ def test_rate_models_match_pyro_given_the_right_dependencies(
     monkeypatch.setattr("pyro.infer.autoguide.gaussian.get_dependencies", probe)
     pyros = run_svi(_pyros(backend), model, POSITIVE, levels=None)
     assert_same_runs(ours, pyros, rtol=1e-4)  # HalfCauchy draws: losses ~1e5
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 4, 4), (1, 1)])
+def test_the_gram_product_and_its_one_product_gradient_are_autograds(shape):
+    from guide_plugins.gaussian.precision_mvn import gram
+
+    a = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(shape[:-1] + (shape[-2],), dtype=torch.float64)
+    ours = gram(a)
+    torch.testing.assert_close(ours, a @ a.mT)
+    (got,) = torch.autograd.grad((ours * weight).sum(), [a])
+    (want,) = torch.autograd.grad(((a @ a.mT) * weight).sum(), [a])
+    torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(gram, (a,))

@@ -16,7 +16,7 @@ import torch
 
 from guide_core import PlateFacts
 
-from .precision_mvn import CellPlan, FlippedPrecisionMVN
+from .precision_mvn import CellPlan, FlippedPrecisionMVN, gram
 from .structure import GaussianStructure, plate_shape, unflatten
 
 __all__ = ["DenseLayout", "ParamFn", "fold_plates"]
@@ -90,7 +90,7 @@ class DenseLayout:
         for name in self.scatter:
             white_vec, prec_sqrt = params(name)
             infos.append((prec_sqrt @ white_vec.unsqueeze(-1)).reshape(-1))
-            precs.append((prec_sqrt @ prec_sqrt.mT).reshape(-1))
+            precs.append(gram(prec_sqrt).reshape(-1))
         ref = infos[0]
         rows, cells = self._indices(ref.device)
         info = ref.new_zeros(self.size).index_add(0, rows, torch.cat(infos))

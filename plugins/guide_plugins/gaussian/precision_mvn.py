@@ -29,7 +29,7 @@ from pyro.distributions.torch_distribution import TorchDistribution
 
 from .triangular import upper_triangular_inverse
 
-__all__ = ["CellPlan", "DenseDraw", "FlippedPrecisionMVN"]
+__all__ = ["CellPlan", "DenseDraw", "FlippedPrecisionMVN", "gram"]
 
 
 def _solve_rows(flip_tril: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -216,6 +216,32 @@ class DenseDraw(torch.autograd.Function):
             c = w.flip(-1).cumsum(-1).flip(-1) - 0.5 * w
             h = h - c * a_row
         return plan.gradient(h, r, s, mean), s, None, None, None
+
+
+class _Gram(torch.autograd.Function):
+    """``a @ a^T`` whose backward is one product, ``(g + g^T) a``.
+
+    Autograd's backward of ``a @ a.mT`` takes one product per operand (two),
+    though both are ``a``; a factor's precision is such a Gram matrix, and
+    on a densely coupled model these products are most of the step.
+    """
+
+    @staticmethod
+    def forward(ctx, a):  # noqa: D102
+        ctx.save_for_backward(a)
+        return a @ a.mT
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (a,) = ctx.saved_tensors
+        return (grad + grad.mT) @ a
+
+
+def gram(a: torch.Tensor) -> torch.Tensor:
+    """Return ``a @ a.mT`` (batched), with a one-product backward."""
+    if _exporting() or not a.requires_grad:  # see :func:`_exporting`
+        return a @ a.mT
+    return _Gram.apply(a)
 
 
 class FlippedPrecisionMVN(dist.MultivariateNormal):
