@@ -361,18 +361,23 @@ def test_the_direct_fused_call_is_torchs_fused_step_bit_for_bit(settings):
         assert all(torch.equal(a[k], b[k]) for k in b)
 
 
-def test_a_shape_change_records_again():
-    guide = AutoNormal(model)
+def _recorded_trainer(model, guide, args) -> RecordedTrainer:
+    """A trainer on the recorded engine, with Pyro's Adam at lr 0.01."""
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
-    trainer = RecordedTrainer(
+    return RecordedTrainer(
         svi,
-        (Y,),
+        args,
         {},
         loss_fn=recordable_loss(Trace_ELBO()),
         optimizer=map_optimizer(pyro.optim.Adam({"lr": 0.01})),
         mode="recorded",
         steps=10,
     )
+
+
+def test_a_shape_change_records_again():
+    guide = AutoNormal(model)
+    trainer = _recorded_trainer(model, guide, (Y,))
     for number in range(1, 4):
         trainer.step(number)
     assert len(trainer.programs) == 1
@@ -392,16 +397,7 @@ def test_new_values_inside_a_container_record_again():
             pyro.sample("y", dist.Normal(mu, 1.0), obs=data[0])
 
     guide = AutoNormal(listed)
-    svi = SVI(listed, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
-    trainer = RecordedTrainer(
-        svi,
-        ([Y],),
-        {},
-        loss_fn=recordable_loss(Trace_ELBO()),
-        optimizer=map_optimizer(pyro.optim.Adam({"lr": 0.01})),
-        mode="recorded",
-        steps=10,
-    )
+    trainer = _recorded_trainer(listed, guide, ([Y],))
     for number in range(1, 3):
         trainer.step(number)
     # a tensor nested in a list is a constant of the program, not an input:
@@ -413,16 +409,7 @@ def test_new_values_inside_a_container_record_again():
 
 def test_other_strides_record_again():
     guide = AutoNormal(model)
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
-    trainer = RecordedTrainer(
-        svi,
-        (Y,),
-        {},
-        loss_fn=recordable_loss(Trace_ELBO()),
-        optimizer=map_optimizer(pyro.optim.Adam({"lr": 0.01})),
-        mode="recorded",
-        steps=10,
-    )
+    trainer = _recorded_trainer(model, guide, (Y,))
     for number in range(1, 3):
         trainer.step(number)
     strided = torch.stack([Y, Y], -1)[:, 0]  # same shape and values, stride 2
