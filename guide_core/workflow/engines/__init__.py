@@ -5,7 +5,8 @@
 from a loss written without value reads (:mod:`.losses`), checks it against
 eager on the same draws, replays it and updates every param with one torch
 optimizer (:mod:`.optim`); ``compiled`` puts that program through
-``torch.compile``. :mod:`.choose` picks the engine and says why;
+inductor, ``torch.compile``'s back end (:mod:`.for_inductor` prepares it),
+and keeps it where it is faster. :mod:`.choose` picks the engine and says why;
 :mod:`.costs` decides when a compile pays off.
 """
 
