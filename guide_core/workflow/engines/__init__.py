@@ -2,7 +2,8 @@
 
 ``eager`` (:mod:`.eager`) is Pyro's ``SVI`` step. ``recorded``
 (:mod:`.recorded`) captures the step as a tensor program (:mod:`.program`)
-from a loss written without value reads (:mod:`.losses`), checks it against
+from a loss written without value reads (:mod:`.losses`), a repeated call
+computed once (:mod:`.repeats`), checks it against
 eager on the same draws, replays it and updates every param with one torch
 optimizer (:mod:`.optim`); ``compiled`` puts that program through
 inductor, ``torch.compile``'s back end (:mod:`.for_inductor` prepares it),

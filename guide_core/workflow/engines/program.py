@@ -29,6 +29,7 @@ from .eager import all_sums_finite
 from .fastcall import use_bindings
 from .for_inductor import blas_products
 from .losses import LossFn, NotRecordable
+from .repeats import ReuseRepeats
 from .simplify import simplify
 
 __all__ = ["StepProgram", "record", "signature", "split_args"]
@@ -115,6 +116,10 @@ def _user_line(exc: BaseException) -> str:
     return f"{last.filename}:{last.lineno}" if last else "an unknown line"
 
 
+class _SharedWrite(Exception):
+    """A result reused by two calls was written to: capture again without reuse."""
+
+
 class StepProgram:
     """A recorded step: call it with the params and the tensor args.
 
@@ -199,11 +204,16 @@ def record(
     params: Sequence[tuple[str, torch.Tensor]],
     args: tuple,
     kwargs: dict,
+    reuse: bool = True,
 ) -> tuple[StepProgram, float]:
     """Capture one step of ``loss_fn``; return the program and the seconds taken.
 
     The capture runs the step once for real (with validation off: its checks
-    read values); the caller forks the random state around it.
+    read values); the caller forks the random state around it. With
+    ``reuse``, a forward call repeated on the same inputs is computed once
+    (:class:`~.repeats.ReuseRepeats`: one backward pass for both uses); if a
+    result so shared is written to later, the step is captured again
+    without it.
 
     Raises
     ------
@@ -221,8 +231,11 @@ def record(
     def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ps = list(flat[: len(leaves)])
         new_args, new_kwargs = rebuild(flat[len(leaves) :])
-        with poutine.trace(param_only=True) as capture:
+        repeats = ReuseRepeats() if reuse else contextlib.nullcontext()
+        with poutine.trace(param_only=True) as capture, repeats:
             loss = loss_fn(model, guide, new_args, new_kwargs)
+        if reuse and repeats.stale():
+            raise _SharedWrite
         seen.update(capture.trace.nodes)
         if not torch.is_tensor(loss) or not loss.requires_grad:
             raise NotRecordable("the loss does not depend on any parameter")
@@ -239,6 +252,8 @@ def record(
             graph = make_fx(step)(*leaves, *tensors)
     except NotRecordable:
         raise
+    except _SharedWrite:
+        return record(loss_fn, model, guide, params, args, kwargs, reuse=False)
     except Exception as exc:  # noqa: BLE001 - any capture failure means eager
         what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "value out of a tracing tensor" in what or "data-dependent" in what:

@@ -3,7 +3,8 @@
 Step 1 runs eager (it creates the guide's params and Pyro's set-up). Then,
 for each :func:`~.program.signature` of the inputs, the step is captured
 once, checked against Pyro's own step on the same draws from two seeds (so
-that draws baked into the program as constants would be caught), and
+that draws baked into the program as constants would be caught; a capture
+that reused repeated calls and fails it is captured again without), and
 replayed from then on; ``"compiled"`` routes it through inductor, unless
 the compiled program turns out no faster than the recorded one.
 Whatever cannot be recorded or fails the check runs eager from then on,
@@ -150,27 +151,31 @@ class RecordedTrainer:
 
     def _record(self, number: int) -> StepProgram | None:
         params = list(self.params.items())
-        try:
-            program, seconds = run_seeded(
-                lambda: record(
-                    self.loss_fn,
-                    self.svi.model,
-                    self.svi.guide,
-                    params,
-                    self.args,
-                    self.kwargs,
-                ),
-                _SEEDS[0],
-                self.params.values(),
-            )
-        except NotRecordable as exc:
-            self._fall_back(f"the step cannot be recorded: {exc}")
-            return None
-        self.record_seconds.append(seconds)
-        try:
-            mismatch = self._check(program, _SEEDS)
-        except Exception as exc:  # noqa: BLE001 - a program that fails is not used
-            mismatch = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        for reuse in (True, False):  # without reuse of repeats, if it differs
+            try:
+                program, seconds = run_seeded(
+                    lambda reuse=reuse: record(
+                        self.loss_fn,
+                        self.svi.model,
+                        self.svi.guide,
+                        params,
+                        self.args,
+                        self.kwargs,
+                        reuse,
+                    ),
+                    _SEEDS[0],
+                    self.params.values(),
+                )
+            except NotRecordable as exc:
+                self._fall_back(f"the step cannot be recorded: {exc}")
+                return None
+            self.record_seconds.append(seconds)
+            try:
+                mismatch = self._check(program, _SEEDS)
+            except Exception as exc:  # noqa: BLE001 - a failing program is not used
+                mismatch = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            if not mismatch:
+                break
         if mismatch:
             self._fall_back(f"the recorded step differs from eager: {mismatch}")
             return None
