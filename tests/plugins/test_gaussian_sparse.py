@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from guide_plugins.gaussian.sparse import SparseGaussian
 from pyro import poutine
 
 import guide_core
@@ -230,6 +231,42 @@ def _linear_gaussian(y):
         pyro.sample("y", dist.Normal(theta, 0.5), obs=y)
 
 
+def _linear_gaussian_unplated(y):
+    """The same posterior without plates: one group, drawn as dense draws."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 2.0))
+    loc = mu.unsqueeze(-1).expand(mu.shape + (3,))
+    theta = pyro.sample("theta", dist.Normal(loc, 1.0).to_event(1))
+    pyro.sample("y", dist.Normal(theta, 0.5).to_event(1), obs=y)
+
+
+def test_without_plates_the_draw_is_denses():
+    y = torch.tensor([1.0, -0.5, 2.0])
+    guides = _guides(_linear_gaussian_unplated, (y,))
+    traces = {}
+    for backend, guide in guides.items():
+        pyro.set_rng_seed(5)
+        traces[backend] = poutine.trace(guide).get_trace(y)
+    dense, sparse = traces["dense"], traces["sparse"]
+    for site in ("mu", "theta"):
+        torch.testing.assert_close(
+            sparse.nodes[site]["value"], dense.nodes[site]["value"]
+        )
+    assert sparse.log_prob_sum().item() == pytest.approx(dense.log_prob_sum().item())
+    # the block Cholesky's density, as a function of the params, value and gradient
+    guide = guides["sparse"]
+    params = [p for _, p in sorted(guide.named_parameters())]
+    z = sparse.nodes["_AutoGaussianSparse_latent"]["value"].detach()
+    fast = guide._one_group.mvn(guide._factor_params).log_prob(z)
+    block = SparseGaussian(guide._solve()).log_prob(z)
+    torch.testing.assert_close(fast, block)
+    grads = [torch.autograd.grad(lp, params, allow_unused=True) for lp in (fast, block)]
+    assert any(g is not None for g in grads[0])
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+
+
 def _exact_posterior(y):
     """Posterior mean and covariance of (mu, theta) by dense linear algebra."""
     n = y.numel()
@@ -243,19 +280,20 @@ def _exact_posterior(y):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", [_linear_gaussian, _linear_gaussian_unplated])
 @pytest.mark.parametrize("backend", ["dense", "sparse"])
-def test_fitted_guide_recovers_the_exact_linear_gaussian_posterior(backend):
+def test_fitted_guide_recovers_the_exact_linear_gaussian_posterior(backend, model):
     y = torch.tensor([1.0, -0.5, 2.0])
     mean, cov = _exact_posterior(y)
-    guide = AutoGaussian(_linear_gaussian, backend=backend)
+    guide = AutoGaussian(model, backend=backend)
     optim = pyro.optim.ClippedAdam({"lr": 0.02, "lrd": 0.999})
     elbo = pyro.infer.Trace_ELBO(num_particles=16, vectorize_particles=True)
-    svi = pyro.infer.SVI(_linear_gaussian, guide, optim, elbo)
+    svi = pyro.infer.SVI(model, guide, optim, elbo)
     for _ in range(3000):
         svi.step(y)
     with torch.no_grad():
         draws = pyro.infer.Predictive(
-            _linear_gaussian,
+            model,
             guide=guide,
             num_samples=20000,
             return_sites=["mu", "theta"],

@@ -15,6 +15,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 
 from .base import AutoGaussian
+from .dense_layout import DenseLayout
 from .elimination import Solution, broadcast_shape, cat_last, eliminate
 from .plan import EliminationPlan
 from .structure import unflatten
@@ -108,13 +109,18 @@ class AutoGaussianSparse(AutoGaussian):
     handles plates that nest like a tree (globals, locals in one or more
     plates, locals nested in locals, observations in extra plates); for
     crossed plates or a site that depends on a latent outside its own plates
-    it raises an error naming them (use ``backend="dense"`` there).
+    it raises an error naming them (use ``backend="dense"`` there). Without
+    plates there is one group, one dense Cholesky: the draw is then the
+    ``dense`` back end's, whose backward pass is cheaper than autograd's.
     ``AutoGaussianSparse(model)`` equals ``AutoGaussian(model, backend="sparse")``.
     """
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
         self._plan = EliminationPlan(self._structure)
+        # one unplated group: the same distribution, drawn as dense draws it
+        unplated = list(self._plan.groups) == [frozenset()]
+        self._one_group = DenseLayout(self._structure) if unplated else None
 
     def _solve(self) -> Solution:
         return eliminate(self._plan, self._factor_params)
@@ -132,12 +138,15 @@ class AutoGaussianSparse(AutoGaussian):
         return out
 
     def _sample_aux_values(self, *, temperature: float) -> dict[str, torch.Tensor]:
-        solution = self._solve()
         if temperature == 0:
-            return self._site_values(solution.sample(noise=False))
+            return self._site_values(self._solve().sample(noise=False))
         if temperature != 1:
             raise ValueError(f"temperature must be 0 or 1, got {temperature!r}")
-        latent = SparseGaussian(solution)
+        if self._one_group is not None:
+            mvn = self._one_group.mvn(self._factor_params)
+            flat = pyro.sample(self._aux_name, mvn, infer={"is_auxiliary": True})
+            return self._one_group.unflatten(flat)
+        latent = SparseGaussian(self._solve())
         flat = pyro.sample(self._aux_name, latent, infer={"is_auxiliary": True})
         last = getattr(latent, "_last", None)
         if last is not None and last[0] is flat:  # our own draw: skip re-slicing
