@@ -3,7 +3,8 @@
 Pure torch, cost and memory linear in the plate sizes, the same distribution
 as ``dense``. The joint draw is the auxiliary site
 ``_AutoGaussianSparse_latent``, a flat vector laid out exactly as dense's, whose
-distribution :class:`SparseGaussian` factorises the precision group by group.
+distribution :class:`SparseGaussian` factorises the precision group by group
+(a model without plates has one group: its draw is the dense back end's).
 """
 
 from __future__ import annotations
