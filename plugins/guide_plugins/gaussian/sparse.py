@@ -119,9 +119,11 @@ class AutoGaussianSparse(AutoGaussian):
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
         self._plan = EliminationPlan(self._structure)
-        # one unplated group: the same distribution, drawn as dense draws it
-        unplated = list(self._plan.groups) == [frozenset()]
-        self._one_group = DenseLayout(self._structure) if unplated else None
+        # one unplated group: the same distribution, drawn as dense draws it,
+        # through the layout the summaries' dense fallback also uses
+        self._one_group = list(self._plan.groups) == [frozenset()]
+        if self._one_group:
+            self._dense_layout = DenseLayout(self._structure)
 
     def _solve(self) -> Solution:
         return eliminate(self._plan, self._factor_params)
@@ -143,10 +145,10 @@ class AutoGaussianSparse(AutoGaussian):
             return self._site_values(self._solve().sample(noise=False))
         if temperature != 1:
             raise ValueError(f"temperature must be 0 or 1, got {temperature!r}")
-        if self._one_group is not None:
-            mvn = self._one_group.mvn(self._factor_params)
+        if self._one_group:
+            mvn = self._dense_layout.mvn(self._factor_params)
             flat = pyro.sample(self._aux_name, mvn, infer={"is_auxiliary": True})
-            return self._one_group.unflatten(flat)
+            return self._dense_layout.unflatten(flat)
         latent = SparseGaussian(self._solve())
         flat = pyro.sample(self._aux_name, latent, infer={"is_auxiliary": True})
         last = getattr(latent, "_last", None)
