@@ -253,7 +253,9 @@ def record(
     except NotRecordable:
         raise
     except _SharedWrite:
-        return record(loss_fn, model, guide, params, args, kwargs, reuse=False)
+        spent = time.perf_counter() - start  # the discarded capture counts too
+        program, seconds = record(loss_fn, model, guide, params, args, kwargs, False)
+        return program, spent + seconds
     except Exception as exc:  # noqa: BLE001 - any capture failure means eager
         what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "value out of a tracing tensor" in what or "data-dependent" in what:
