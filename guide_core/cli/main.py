@@ -148,7 +148,8 @@ def _run_fit(
         model,
         guide,
         *model_args,
-        optim=pyro.optim.Adam({"lr": args.lr}),
+        optim=None if args.lr is None else pyro.optim.Adam({"lr": args.lr}),
+        start=None if args.no_start else "pathfinder",
         steps=args.steps,
         tol=args.tol,
         progress=progress,
@@ -264,7 +265,18 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data", help="model data: .npz, .pt or .csv")
     parser.add_argument("--steps", type=int, default=2000, help="maximum SVI steps")
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="plain Adam at this learning rate (default: fit's own: after a "
+        "Pathfinder warm start, steps of 0.01 posterior sd; else Adam 0.01)",
+    )
+    parser.add_argument(
+        "--no-start",
+        action="store_true",
+        help="no Pathfinder warm start (start as Pyro's guides do)",
+    )
     parser.add_argument(
         "--tol",
         type=float,

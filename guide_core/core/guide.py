@@ -28,6 +28,7 @@ import pyro
 import torch
 from pyro.nn.module import PyroModule
 
+from .gaussian_start import GaussianStart
 from .initialization import InitMessenger
 from .prototype import (
     Prototype,
@@ -288,6 +289,38 @@ class AutoGuide(PyroModule):
     def sample_latent(self, *args: Any, **kwargs: Any) -> Any:
         """Sample the guide's encoded latent (for guides that have one)."""
         return None
+
+    @torch.no_grad()
+    def warm_start(
+        self, start: GaussianStart, *args: Any, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """Set the parameters from a Gaussian over the unconstrained latent.
+
+        The guide is set up with the model's arguments first. A Gaussian
+        family sets its location and scales (and its covariance, where it has
+        one) to match ``start`` as closely as it can.
+
+        Returns
+        -------
+        dict
+            ``{param name in Pyro's store: tensor}``: each parameter's natural
+            step size, element by element, in its unconstrained space (the
+            posterior sd for a location, the scale itself for a scale), for
+            an optimizer whose steps are sized in posterior units.
+
+        Raises
+        ------
+        NotImplementedError
+            The family has no Gaussian to set (flows, point masses, ...).
+        """
+        self._ensure_setup(*args, **kwargs)
+        steps = self._warm_start(start)
+        return {f"{self._pyro_name}.{name}": value for name, value in steps.items()}
+
+    def _warm_start(self, start: GaussianStart) -> dict[str, torch.Tensor]:
+        raise NotImplementedError(
+            f"{type(self).__name__} has no Gaussian parameters to warm-start"
+        )
 
     def _unconstrained_marginals(
         self, *args: Any, **kwargs: Any

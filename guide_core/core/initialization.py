@@ -97,9 +97,16 @@ def _innermost_event_is_vector(fn: Any) -> bool:
 
 def _in_unconstrained_space(site: dict, make: Callable) -> torch.Tensor:
     # One prior draw fixes the unconstrained shape; ``make`` fills that shape.
-    draw = site["fn"].sample().detach()
-    to_support = transform_to(site["fn"].support)
-    return _from_prior(to_support(make(to_support.inv(draw))))
+    fn = site["fn"]
+    to_support = transform_to(fn.support)
+    try:
+        free = to_support.inv(fn.sample().detach())
+    except NotImplementedError:
+        # An improper prior (ImproperUniform, Stan's flat priors) cannot be
+        # drawn from; its support and shape are all a start needs.
+        shape = to_support.inverse_shape(fn.batch_shape + fn.event_shape)
+        free = torch.zeros(shape)
+    return _from_prior(to_support(make(free)))
 
 
 def init_to_feasible(site: dict | None = None) -> Result:

@@ -22,6 +22,7 @@ from .prototype import SiteFacts
 
 __all__ = [
     "GuideDelta",
+    "assign_param",
     "constrain",
     "emit_constrained",
     "get_nested",
@@ -153,3 +154,24 @@ def emit_constrained(
         identity=base is not None and value is u,
     )
     return pyro.sample(site.name, point)
+
+
+@torch.no_grad()
+def assign_param(module: torch.nn.Module, name: str, value: torch.Tensor) -> None:
+    """Write ``value`` (constrained) into the existing parameter ``a.b.c``.
+
+    The tensor is updated in place, so Pyro's param store, which holds the
+    same (unconstrained) tensor, sees the new value; a ``PyroParam`` is
+    written through the inverse of its constraint's bijection.
+    """
+    *path, leaf = name.split(".")
+    for part in path:
+        module = getattr(module, part)
+    pyro_params = getattr(module, "_pyro_params", {})
+    if leaf in pyro_params:
+        constraint = pyro_params[leaf][0]
+        free = module._parameters[f"{leaf}_unconstrained"]
+        free.copy_(torch.distributions.transform_to(constraint).inv(value.to(free)))
+    else:
+        param = module._parameters[leaf]
+        param.copy_(value.to(param))

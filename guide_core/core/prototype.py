@@ -313,7 +313,9 @@ def trace_prototype(
     hide_fn : callable
         Which messages to leave out of the prototype trace.
     init_fn : callable, optional
-        The init strategy, named in errors about the values it returned.
+        The init strategy, named in errors about the values it returned. If
+        it has a ``prepare(model, args, kwargs)`` method, that is called
+        first, with the model as given here.
 
     Raises
     ------
@@ -322,6 +324,11 @@ def trace_prototype(
     ValueError
         A custom init value has the wrong shape or lies outside the support.
     """
+    # A strategy that must see the model run first (Pathfinder's mode and
+    # curvature) says so with ``prepare(model, args, kwargs)``.
+    prepare = getattr(init_fn, "prepare", None)
+    if callable(prepare):
+        prepare(model, tuple(args), dict(kwargs or {}))
     check = _InitCheck(init_fn)
     blocked = poutine.block(check(model), hide_fn=hide_fn)
     trace = poutine.block(poutine.trace(blocked).get_trace)(*args, **(kwargs or {}))

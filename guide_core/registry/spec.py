@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 __all__ = ["BackendSpec", "Capabilities", "GuideSpec", "InitStrategySpec"]
-__all__ += ["OBJECTIVES"]
+__all__ += ["OBJECTIVES", "Procedure", "ProcedureOutcome"]
 
 #: What a guide's training loss estimates: ``"elbo"`` (an evidence lower bound,
 #: comparable across guides), ``"map"`` (the log joint at a point: no entropy
@@ -83,6 +83,37 @@ class Capabilities:
 
 
 @attrs.frozen
+class ProcedureOutcome:
+    """What a guide's own fitting procedure did (see :attr:`GuideSpec.procedure`).
+
+    Attributes
+    ----------
+    losses : tuple of float
+        One loss per iteration, in the sense of the guide's objective (for
+        Pathfinder: the negative ELBO estimate of each path's kept Gaussian).
+    steps : int
+        Iterations run (L-BFGS iterations, optimiser steps, ...).
+    converged : bool
+        Whether the procedure met its own stopping rule.
+    gradient_evaluations : int
+        Gradients of the log density computed: the cost to compare methods by.
+    note : str
+        What it did, in one line, for progress and reports.
+    """
+
+    losses: tuple[float, ...]
+    steps: int
+    converged: bool
+    gradient_evaluations: int = 0
+    note: str = ""
+
+
+#: ``procedure(model, guide, args, kwargs, *, progress) -> ProcedureOutcome``:
+#: fits ``guide`` in place, by something other than SVI.
+Procedure = Callable[..., ProcedureOutcome]
+
+
+@attrs.frozen
 class GuideSpec:
     """One registered guide.
 
@@ -106,6 +137,12 @@ class GuideSpec:
         What its training loss estimates, one of :data:`OBJECTIVES`:
         ``"elbo"`` (the default), ``"map"`` or ``"laplace"``. Only ELBOs are
         ranked against each other; a MAP loss has no entropy term.
+    procedure : callable or None
+        The guide's own fitting procedure, for a family not fitted by SVI
+        (Pathfinder): ``procedure(model, guide, args, kwargs, *, progress)``
+        fits the guide in place and returns a :class:`ProcedureOutcome`.
+        ``guide_core.fit``, ``guide-core fit`` and ``compare`` run it instead
+        of SVI. ``None`` (the default): the guide is fitted by SVI.
     plugin : str or None
         The plugin that registered it; filled in by the registry.
     """
@@ -121,6 +158,9 @@ class GuideSpec:
     extras: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     objective: str = attrs.field(
         default="elbo", validator=attrs.validators.in_(OBJECTIVES)
+    )
+    procedure: Procedure | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_callable)
     )
     plugin: str | None = None
 

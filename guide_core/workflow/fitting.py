@@ -25,7 +25,10 @@ from . import distributed as _dist
 from .convergence import _buffer_size, _converged, convergence_step
 from .diagnostics import MIN_SAMPLES, KHat, find_nonfinite, psis_khat
 from .engines import BadStep, check_engine, make_trainer
+from .own_procedure import procedure_of
+from .pathfinder_start import StartOutcome, pathfinder_start
 from .progress import progress_bar
+from .scaled_steps import Travel, scaled_optim
 
 __all__ = ["FitResult", "NonFiniteLossError", "convergence_step", "fit"]
 
@@ -83,6 +86,10 @@ class FitResult:
         what could not be recorded or differed from eager).
     world_size : int
         The processes that fitted together (1 when not distributed).
+    start : str
+        How the guide started: from Pathfinder, or why not.
+    gradient_evaluations : int
+        Gradients of the log density computed, the warm start included.
     reduce_seconds : float
         The seconds this rank spent in the steps' all-reduces (waiting for
         the slowest rank included); 0 when not distributed.
@@ -100,6 +107,8 @@ class FitResult:
     engine_reason: str = ""
     world_size: int = 1
     reduce_seconds: float = 0.0
+    start: str = ""
+    gradient_evaluations: int = 0
 
 
 def _check_int(name: str, value: Any, minimum: int, example: str) -> int:
@@ -134,6 +143,7 @@ def fit(
     guide: Callable,
     *args: Any,
     optim: Any = None,
+    start: str | None = "pathfinder",
     loss: Any = None,
     steps: int = 2000,
     tol: float | None = 1e-4,
@@ -162,7 +172,21 @@ def fit(
     *args, **kwargs :
         The model's arguments.
     optim : pyro.optim.PyroOptim, optional
-        Default ``pyro.optim.Adam({"lr": 0.01})``.
+        Default: ``pyro.optim.Adam({"lr": 0.01})`` without a warm start;
+        after one, Adam whose steps are 0.01 of each parameter's posterior
+        scale (see :mod:`guide_core.workflow.scaled_steps`), and the fit stops
+        only when the parameters have stopped travelling (their window means
+        move less than 0.05 of those scales), not on the loss alone.
+    start : {"pathfinder", None}
+        ``"pathfinder"`` (default): run Pathfinder on the model first and
+        start a Gaussian guide (AutoNormal, AutoDiagonalNormal,
+        AutoMultivariateNormal, AutoLowRankMultivariateNormal, lists of them)
+        at its Gaussian: location, scales and covariance. Where the model or
+        guide does not allow it (discrete or subsampled sites, other
+        families, distributed fits), the fit starts as before and
+        ``FitResult.start`` says why. ``None``: no warm start, the loop as
+        before this option existed. A guide with its own fitting procedure
+        (``AutoPathfinder``) runs that instead of SVI.
     loss : pyro.infer.ELBO, optional
         Default ``Trace_ELBO()``.
     steps : int
@@ -250,11 +274,25 @@ def fit(
     engine = check_engine(engine)
     if check_every is not None:
         check_every = _check_int("check_every", check_every, 1, "100")
+    if start not in ("pathfinder", None):
+        raise ValueError(f"'start' must be 'pathfinder' or None: {start!r}")
     if seed is not None:
         pyro.set_rng_seed(seed)
+    procedure = procedure_of(guide)
+    if procedure is not None:
+        return _by_procedure(procedure, model, guide, args, kwargs, khat, khat_samples)
+    group = _dist.join(distributed)
+    began = StartOutcome(None, "no warm start (start=None)")
+    if start is not None and group is not None:
+        began = StartOutcome(None, "no warm start: a distributed fit starts as before")
+    elif start is not None:
+        began = pathfinder_start(model, guide, args, kwargs)
+    travel = None
+    if began.scales is not None and optim is None:
+        optim = scaled_optim(began.scales)
+        travel = Travel(began.scales, window)
     loss = Trace_ELBO() if loss is None else loss
     svi = SVI(model, guide, _check_optim(optim), loss)
-    group = _dist.join(distributed)
     main = group is None or group.rank == 0
     try:
         trainer = make_trainer(
@@ -277,7 +315,7 @@ def fit(
     converged = interrupted = False
     bar = progress_bar(total=steps, enabled=progress and main, desc=_desc(trainer))
     trainer.on_change = lambda: bar.set_description_str(_desc(trainer), refresh=False)
-    start = time.perf_counter()
+    clock = time.perf_counter()
     finished = False  # a group stays joined for the next fit unless this one failed
     try:
         for number in range(1, steps + 1):
@@ -287,7 +325,11 @@ def fit(
             if number % 10 == 0 or number == steps:
                 smoothed = math.fsum(losses[-window:]) / len(losses[-window:])
                 bar.set_postfix_str(f"loss {smoothed:.4g}", refresh=False)
-            if tol is not None and _converged(
+            if travel is not None:
+                if travel.update() and tol is not None:
+                    converged = True
+                    break
+            elif tol is not None and _converged(
                 losses, changes, tol, window, buffer_size
             ):
                 converged = True
@@ -306,7 +348,7 @@ def fit(
             exc.add_note(f"(raised by guide_core.fit at step {len(losses) + 1})")
         raise
     finally:
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - clock + began.seconds
         bar.close()
         if group is not None and not finished:
             group.close()  # the peers see the closed connections at once
@@ -323,8 +365,44 @@ def fit(
         engine_reason=trainer.reason,
         world_size=1 if group is None else group.world_size,
         reduce_seconds=0.0 if group is None else group.reduce_seconds,
+        start=began.reason,
+        gradient_evaluations=began.gradient_evaluations
+        + done * getattr(loss, "num_particles", 1),
     )
     if khat and not interrupted and done and main:
+        result = attrs.evolve(
+            result, khat=_khat(model, guide, args, kwargs, khat_samples)
+        )
+    return result
+
+
+def _by_procedure(
+    procedure: Callable,
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    khat: bool,
+    khat_samples: int,
+) -> FitResult:
+    """Fit a guide by its own registered procedure instead of SVI."""
+    clock = time.perf_counter()
+    outcome = procedure(model, guide, args, kwargs, progress=False)
+    seconds = time.perf_counter() - clock
+    result = FitResult(
+        guide=guide,
+        losses=tuple(outcome.losses),
+        steps=outcome.steps,
+        converged=outcome.converged,
+        interrupted=False,
+        seconds=seconds,
+        ms_per_step=1000.0 * seconds / max(outcome.steps, 1),
+        engine="procedure",
+        engine_reason=outcome.note,
+        start="the guide's own procedure",
+        gradient_evaluations=outcome.gradient_evaluations,
+    )
+    if khat:
         result = attrs.evolve(
             result, khat=_khat(model, guide, args, kwargs, khat_samples)
         )

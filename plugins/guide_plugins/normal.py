@@ -11,8 +11,14 @@ from pyro.distributions import constraints
 from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, Capabilities, GuideSpec, hookimpl, init_to_feasible
+from guide_core.core.gaussian_start import GaussianStart, mean_field_scale, scale_steps
 from guide_core.core.guide import validate_init_scale
-from guide_core.core.latent import get_nested, sample_constrained, set_nested
+from guide_core.core.latent import (
+    assign_param,
+    get_nested,
+    sample_constrained,
+    set_nested,
+)
 
 __all__ = ["AutoNormal", "register_guides"]
 
@@ -68,6 +74,21 @@ class AutoNormal(AutoGuide):
             set_nested(
                 self.scales, name, PyroParam(scale, self.scale_constraint, event_dim)
             )
+
+    def _warm_start(self, start: GaussianStart) -> dict[str, torch.Tensor]:
+        # The mean-field optimum for a Gaussian posterior: its mean, and the
+        # conditional sds 1 / sqrt(diag(precision)).
+        conditional = mean_field_scale(start)
+        steps = {}
+        for name in self._sites():
+            lo, hi, shape = start.slices[name]
+            sd = start.site_sd(name)
+            scale = conditional[lo:hi].reshape(shape)
+            assign_param(self, f"locs.{name}", start.site_loc(name))
+            assign_param(self, f"scales.{name}", scale)
+            steps[f"locs.{name}"] = sd
+            steps[f"scales.{name}"] = scale_steps(scale)
+        return steps
 
     def _get_loc_and_scale(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return get_nested(self.locs, name), get_nested(self.scales, name)

@@ -11,6 +11,7 @@ import torch
 from torch.distributions import Transform
 
 from guide_core import AutoGuide, init_to_median
+from guide_core.core.gaussian_start import GaussianStart
 from guide_core.core.packing import LatentLayout, empirical_quantiles
 
 __all__ = ["AutoContinuous"]
@@ -137,6 +138,14 @@ class AutoContinuous(AutoGuide):
         """Return a draw of :meth:`get_posterior` as the flat vector of
         ``latent_dim`` (the identity here; batched guides reorder theirs)."""
         return latent
+
+    # -- warm starts -----------------------------------------------------------
+
+    def _start_in_layout(self, start: GaussianStart) -> tuple[torch.Tensor, ...]:
+        """``(loc, covariance)`` of ``start`` in this guide's flat order."""
+        order = [(s.name, s.stop - s.start) for s in self._layout]
+        loc, cov = start.reorder(order)
+        return loc.to(self._init_loc()), cov.to(self._init_loc())
 
     # -- summaries -------------------------------------------------------------
 

@@ -13,7 +13,9 @@ from pyro.nn.module import PyroParam
 from torch import nn
 
 from guide_core import init_to_median
+from guide_core.core.gaussian_start import GaussianStart, mean_field_scale, scale_steps
 from guide_core.core.guide import validate_init_scale
+from guide_core.core.latent import assign_param
 
 from .base import AutoContinuous
 from .lowrank import LowRankAffine
@@ -94,6 +96,14 @@ class AutoDiagonalNormal(_StandardNormalBase, AutoContinuous):
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
         return self.loc, self.scale
 
+    def _warm_start(self, start: GaussianStart) -> dict[str, torch.Tensor]:
+        loc, cov = self._start_in_layout(start)
+        reordered = GaussianStart({"": (0, loc.shape[0], loc.shape)}, loc, cov)
+        scale = mean_field_scale(reordered)
+        assign_param(self, "loc", loc)
+        assign_param(self, "scale", scale)
+        return {"loc": cov.diagonal().sqrt(), "scale": scale_steps(scale)}
+
 
 class AutoMultivariateNormal(_StandardNormalBase, AutoContinuous):
     """A normal with full covariance over the flat unconstrained latent.
@@ -152,6 +162,21 @@ class AutoMultivariateNormal(_StandardNormalBase, AutoContinuous):
 
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
         return self.loc, self._cholesky().pow(2).sum(-1).sqrt()
+
+    def _warm_start(self, start: GaussianStart) -> dict[str, torch.Tensor]:
+        loc, cov = self._start_in_layout(start)
+        chol = torch.linalg.cholesky(cov)
+        scale = chol.diagonal()
+        unit = chol / scale.unsqueeze(-1)
+        assign_param(self, "loc", loc)
+        assign_param(self, "scale", scale)
+        assign_param(self, "scale_tril", unit)
+        steps = unit.abs().clamp_min(1.0)
+        return {
+            "loc": cov.diagonal().sqrt(),
+            "scale": scale_steps(scale),
+            "scale_tril": steps,
+        }
 
 
 def _validate_rank(rank: Any) -> int | None:
@@ -224,3 +249,21 @@ class AutoLowRankMultivariateNormal(_StandardNormalBase, AutoContinuous):
 
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
         return self.loc, self.scale * (self.cov_factor.pow(2).sum(-1) + 1).sqrt()
+
+    def _warm_start(self, start: GaussianStart) -> dict[str, torch.Tensor]:
+        # diag(s) (I + F F^T) diag(s) ~ cov: s = sd / sqrt(2), then F from the
+        # leading eigenpairs of cov / (s s^T) - I
+        loc, cov = self._start_in_layout(start)
+        sd = cov.diagonal().sqrt()
+        scale = sd * 0.5**0.5
+        evals, evecs = torch.linalg.eigh(cov / torch.outer(scale, scale))
+        top = evals.flip(-1)[: self.rank].sub(1).clamp_min(0)
+        factor = evecs.flip(-1)[:, : self.rank] * top.sqrt()
+        assign_param(self, "loc", loc)
+        assign_param(self, "scale", scale)
+        assign_param(self, "cov_factor", factor)
+        return {
+            "loc": sd,
+            "scale": scale_steps(scale),
+            "cov_factor": factor.abs().clamp_min(1.0),
+        }

@@ -1,0 +1,88 @@
+"""A Gaussian to start a guide from: the mode and curvature of the posterior.
+
+``guide_core.fit`` finds one with Pathfinder and hands it to a Gaussian guide
+through :meth:`~guide_core.AutoGuide.warm_start`, so the guide starts at the
+posterior's location, with its scales (and correlations, where the family has
+them), instead of at a prior median with scale 0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+import torch
+
+__all__ = ["GaussianStart", "mean_field_scale", "scale_steps"]
+
+
+@attrs.frozen(eq=False)
+class GaussianStart:
+    """A Gaussian over the unconstrained latent sites of a model.
+
+    Attributes
+    ----------
+    slices : Mapping[str, tuple[int, int, torch.Size]]
+        For each site, its ``(start, stop)`` in the flat vector and its
+        unconstrained shape.
+    loc : torch.Tensor
+        ``(D,)`` the mean.
+    covariance : torch.Tensor
+        ``(D, D)`` the covariance.
+    """
+
+    slices: Mapping[str, tuple[int, int, torch.Size]]
+    loc: torch.Tensor
+    covariance: torch.Tensor
+
+    @property
+    def sd(self) -> torch.Tensor:
+        """``(D,)`` the marginal standard deviations."""
+        return self.covariance.diagonal().clamp_min(0).sqrt()
+
+    def site_loc(self, name: str) -> torch.Tensor:
+        """The mean of one site, in its unconstrained shape."""
+        start, stop, shape = self.slices[name]
+        return self.loc[start:stop].reshape(shape)
+
+    def site_sd(self, name: str) -> torch.Tensor:
+        """The marginal standard deviations of one site, shaped like it."""
+        start, stop, shape = self.slices[name]
+        return self.sd[start:stop].reshape(shape)
+
+    def reorder(
+        self, names_and_sizes: list[tuple[str, int]]
+    ) -> tuple[torch.Tensor, ...]:
+        """``(loc, covariance)`` in another flat order of the same sites.
+
+        Raises
+        ------
+        KeyError
+            A site the start does not cover, or whose size differs.
+        """
+        index = []
+        for name, size in names_and_sizes:
+            if name not in self.slices:
+                raise KeyError(f"the Gaussian start has no site {name!r}")
+            start, stop, _ = self.slices[name]
+            if stop - start != size:
+                raise KeyError(
+                    f"site {name!r} has {size} unconstrained values here but "
+                    f"{stop - start} in the Gaussian start"
+                )
+            index.extend(range(start, stop))
+        idx = torch.tensor(index, dtype=torch.long, device=self.loc.device)
+        return self.loc[idx], self.covariance[idx][:, idx]
+
+
+def mean_field_scale(start: GaussianStart) -> torch.Tensor:
+    """``(D,)`` the sds of the best mean-field fit to the start's Gaussian:
+    ``1 / sqrt(diag(precision))``, the conditional sds."""
+    precision = torch.linalg.inv(start.covariance)
+    return precision.diagonal().clamp_min(torch.finfo(precision.dtype).tiny).rsqrt()
+
+
+def scale_steps(scale: torch.Tensor) -> torch.Tensor:
+    """The natural step of a positive scale in its unconstrained (softplus or
+    log) space: relative below 1, where that space is a log; absolute above."""
+    return scale.clamp_min(1.0)

@@ -1,0 +1,83 @@
+"""``init_loc_fn="pathfinder"``: start every site where Pathfinder puts it.
+
+A strategy only sees one site at a time, but Pathfinder needs the model and
+its arguments; so the strategy has a ``prepare(model, args, kwargs)`` method,
+which the core calls before a guide's first run of the model. It runs
+single-path Pathfinder there and hands each site the mean of the Gaussian it
+found (mapped to the site's support); a site it has no value for falls back
+to :func:`~guide_core.init_to_median`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from guide_core import InitMessenger, init_to_median
+
+__all__ = ["InitToPathfinder", "init_to_pathfinder", "unwrap_init"]
+
+
+def unwrap_init(model: Callable) -> Callable:
+    """The model without the ``InitMessenger`` wrappers a guide puts around it."""
+    while (
+        isinstance(model, functools.partial)
+        and len(model.args) == 2
+        and isinstance(model.args[0], InitMessenger)
+        and callable(model.args[1])
+    ):
+        model = model.args[1]
+    return model
+
+
+class InitToPathfinder:
+    """An init strategy that starts at Pathfinder's mean.
+
+    Parameters
+    ----------
+    num_paths : int
+        Paths of the Pathfinder run (see ``AutoPathfinder``).
+    fallback : callable
+        For sites Pathfinder gives no value.
+    """
+
+    def __init__(self, num_paths: int = 1, fallback: Callable = init_to_median):
+        self.num_paths = num_paths
+        self.fallback = fallback
+        self.values: dict[str, torch.Tensor] = {}
+        self._busy = False
+        self.__name__ = "init_to_pathfinder"
+
+    def prepare(self, model: Callable, args: tuple, kwargs: dict) -> None:
+        """Run Pathfinder on ``model(*args, **kwargs)``; keep each site's mean."""
+        if self._busy:  # Pathfinder's own prototype run: nothing to prepare
+            return
+        from .guide import AutoPathfinder  # noqa: PLC0415 - a cycle otherwise
+
+        self._busy = True
+        try:
+            guide = AutoPathfinder(unwrap_init(model), num_paths=self.num_paths)
+            guide.run(*args, **kwargs)
+            loc, _ = guide.moments()
+            unconstrained = guide._layout.unpack_stacked(loc)
+            self.values = guide._layout.constrain(unconstrained)
+        finally:
+            self._busy = False
+
+    def __call__(self, site: dict | None = None) -> Any:
+        if site is None:
+            return self
+        value = self.values.get(site["name"])
+        fn = site["fn"]
+        shape = getattr(fn, "batch_shape", ()) + getattr(fn, "event_shape", ())
+        if self._busy or value is None or value.shape != shape:
+            return self.fallback(site)
+        return value.detach().clone()
+
+
+#: The registered ``init_loc_fn="pathfinder"``; call ``InitToPathfinder(...)``
+#: for other settings.
+init_to_pathfinder = InitToPathfinder()
