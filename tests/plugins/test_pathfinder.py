@@ -98,7 +98,9 @@ def test_fit_defaults_recover_a_posterior_far_from_the_prior(float64, name):
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     guide = registry.make(name, far_regression)
-    result = guide_core.fit(far_regression, guide, X, y, progress=False, khat=False)
+    result = guide_core.fit(
+        far_regression, guide, X, y, start="pathfinder", progress=False, khat=False
+    )
     assert result.start.startswith("warm start from Pathfinder")
     draws = guide_core.sample_posterior(guide, X, y, num_samples=4000)["beta"]
     assert ((draws.mean(0) - mean).abs() / sd).max() < 0.25
