@@ -87,7 +87,11 @@ def test_targets_and_markdown():
             "name": "funnel",
             "exclude": "a funnel",
             "note": None,
-            "cells": {"fit_mvn": {"error": "RuntimeError: boom"}},
+            "cells": {
+                "pyro_normal": _cell(0.5, 0.5, 1.1, 0.3, 3000, 5.0),
+                "fit_mvn": {"error": "RuntimeError: boom"},
+                "pathfinder_4": _cell(0.5, 0.5, 1.1, 0.5, 400, 0.5),
+            },
         },
         "missing": {"name": "missing", "exclude": None, "note": "skipped: x"},
     }
@@ -97,18 +101,20 @@ def test_targets_and_markdown():
     assert check["a"]["funnel"] == "excluded: a funnel"
     assert check["a"]["missing"] == "excluded: skipped: x"
     assert check["b"] == {
-        "posteriors": 1,
-        "share_w1": 1.0,
-        "grads_ok": True,
-        "pass": True,
+        "posteriors": 2,
+        "share_w1": 0.5,
+        "grads_ok": False,
+        "pass": False,
+        "misses": {"funnel": ["w1", "grads"]},
     }
-    assert check["c"] == {"good": ["fit_normal"]}
+    assert check["c"] == {"good": ["fit_normal"], "funnel": ["fit_mvn"]}
     config = {"seed": 0, "draws": 1000, "methods": ["pyro_normal", "fit_mvn"]}
     text = bench.to_markdown(results, config)
     assert "| good | 0.50 / 0.50-1.10 / 0.30 / 3000 / 5.0s | 0.10 /" in text
     assert "| missing | skipped: x | |" in text
     assert "error: RuntimeError: boom" in text
     assert "- good: not faster: fit_normal" in text
+    assert "- funnel: w1 and grads missed" in text
 
 
 def test_cli_writes_reports_and_skips_unknown_posteriors(tmp_path, capsys):

@@ -259,6 +259,11 @@ def targets(results: dict) -> dict:
     grads_ok = all(g for _, g in b_rows.values())
     b = {"posteriors": len(b_rows), "share_w1": share, "grads_ok": grads_ok}
     b["pass"] = share is not None and share >= 0.8 and grads_ok
+    b["misses"] = {
+        short: [what for what, ok in zip(("w1", "grads"), row) if not ok]
+        for short, row in b_rows.items()
+        if not all(row)
+    }
     return {"a": a, "b": b, "c": c}
 
 
@@ -308,6 +313,8 @@ def to_markdown(results: dict, config: dict) -> str:
             f"{b['posteriors']}, gradients {'ok' if b['grads_ok'] else 'not ok'}: "
             f"{_pf(b['pass'])}"
         )
+        misses = b["misses"].items()
+        lines += [f"- {short}: {' and '.join(m)} missed" for short, m in misses]
     c = check["c"]
     lines += ["", "(c) every fit_* faster than pyro_normal: "]
     lines[-1] += _pf(not any(c.values())) if c else "not run"
@@ -324,10 +331,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.posteriordb", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--posteriors", type=_names, default=list(SHORT_NAMES))
-    p.add_argument("--methods", type=_names, default=list(METHODS))
+    p.add_argument(
+        "--posteriors",
+        type=_names,
+        default=list(SHORT_NAMES),
+        help=f"comma separated; default all: {','.join(SHORT_NAMES)}",
+    )
+    p.add_argument(
+        "--methods",
+        type=_names,
+        default=list(METHODS),
+        help=f"comma separated; default all: {','.join(METHODS)}",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--draws", type=int, default=1000, help="draws per cell")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/posteriordb"))
     args = p.parse_args(argv)
     unknown = [m for m in args.methods if m not in METHODS]
