@@ -60,7 +60,7 @@ def bench(session: nox.Session) -> None:
 
     Every engine's column (recorded, compiled, Pyro's JitTrace_ELBO), memory
     (a fresh process per side), NumPyro's jitted step and end-to-end fits are
-    on; the ratios come from one run.
+    on; the ratios come from one run. Then the posteriordb accuracy table.
     """
     _install(session, "test,bench")
     session.run(
@@ -77,3 +77,11 @@ def bench(session: nox.Session) -> None:
         *session.posargs,
     )
     session.run("python", "-m", "benchmarks.distributed", "--out", "benchmarks/results")
+    # accuracy on real posteriors (posteriordb reference draws), every method
+    session.run(
+        "python",
+        "-m",
+        "benchmarks.posteriordb",
+        "--out",
+        "benchmarks/results/posteriordb",
+    )

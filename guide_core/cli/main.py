@@ -149,7 +149,7 @@ def _run_fit(
         guide,
         *model_args,
         optim=None if args.lr is None else pyro.optim.Adam({"lr": args.lr}),
-        start="pathfinder" if args.start_pathfinder else None,
+        start=None if args.no_start else "pathfinder",
         steps=args.steps,
         tol=args.tol,
         progress=progress,
@@ -273,9 +273,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "Pathfinder warm start, steps of 0.01 posterior sd; else Adam 0.01)",
     )
     parser.add_argument(
-        "--start-pathfinder",
+        "--no-start",
         action="store_true",
-        help="warm-start a Gaussian guide from Pathfinder (fit's start='pathfinder')",
+        help="no Pathfinder warm start: start where Pyro's guides start",
     )
     parser.add_argument(
         "--tol",

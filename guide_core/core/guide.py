@@ -26,6 +26,7 @@ from typing import Any
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.nn.module import PyroModule
 
 from .gaussian_start import GaussianStart
@@ -314,6 +315,9 @@ class AutoGuide(PyroModule):
             The family has no Gaussian to set (flows, point masses, ...).
         """
         self._ensure_setup(*args, **kwargs)
+        owner = self.master() if self.master is not None else self
+        with poutine.block():
+            owner(*args, **kwargs)  # the module's params are the store's tensors now
         steps = self._warm_start(start)
         return {f"{self._pyro_name}.{name}": value for name, value in steps.items()}
 

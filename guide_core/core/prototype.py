@@ -21,7 +21,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Transform, biject_to
 
-from .initialization import support_errors
+from .initialization import InitMessenger, init_to_feasible, support_errors
 from .subsample_support import full_supports, support_here
 
 __all__ = [
@@ -294,6 +294,16 @@ def _check_init(site: dict, init_fn: Callable | None) -> None:
         )
 
 
+def _prior_or_feasible(site: dict | None = None) -> Any:
+    # An improper (flat) prior has no draw; its support is enough for a start.
+    if site is None:
+        return _prior_or_feasible
+    try:
+        return site["fn"].sample().detach()
+    except NotImplementedError:
+        return init_to_feasible(site)
+
+
 def trace_prototype(
     model: Callable,
     args: tuple = (),
@@ -329,6 +339,8 @@ def trace_prototype(
     prepare = getattr(init_fn, "prepare", None)
     if callable(prepare):
         prepare(model, tuple(args), dict(kwargs or {}))
+    if init_fn is None:  # a prior draw, or where none can be drawn, feasible
+        model = InitMessenger(_prior_or_feasible)(model)
     check = _InitCheck(init_fn)
     blocked = poutine.block(check(model), hide_fn=hide_fn)
     trace = poutine.block(poutine.trace(blocked).get_trace)(*args, **(kwargs or {}))

@@ -143,7 +143,7 @@ def fit(
     guide: Callable,
     *args: Any,
     optim: Any = None,
-    start: str | None = None,
+    start: str | None = "pathfinder",
     loss: Any = None,
     steps: int = 2000,
     tol: float | None = 1e-4,
@@ -178,15 +178,14 @@ def fit(
         only when the parameters have stopped travelling (their window means
         move less than 0.05 of those scales), not on the loss alone.
     start : {"pathfinder", None}
-        ``"pathfinder"``: run Pathfinder on the model first and
+        ``"pathfinder"`` (default): run Pathfinder on the model first and
         start a Gaussian guide (AutoNormal, AutoDiagonalNormal,
         AutoMultivariateNormal, AutoLowRankMultivariateNormal, lists of them)
         at its Gaussian: location, scales and covariance. Where the model or
         guide does not allow it (discrete or subsampled sites, other
         families, distributed fits), the fit starts as before and
         ``FitResult.start`` says why. ``None``: no warm start, the loop as
-        before this option existed (still the default while the posteriordb
-        benchmark measures the new one). A guide with its own fitting procedure
+        before this option existed. A guide with its own fitting procedure
         (``AutoPathfinder``) runs that instead of SVI.
     loss : pyro.infer.ELBO, optional
         Default ``Trace_ELBO()``.

@@ -70,6 +70,11 @@ def pathfinder_start(
     model: Callable | None, guide: Any, args: tuple, kwargs: dict
 ) -> StartOutcome:
     """Run Pathfinder on the model; warm-start ``guide`` from its Gaussian."""
+    if isinstance(guide, AutoGuideList) and len(guide) == 0:
+        try:  # a list that picks its parts per site (``auto``) makes them now
+            guide._ensure_setup(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - the fit's first step reports it
+            pass
     if not warm_startable(guide):
         return StartOutcome(
             None, f"no warm start: {type(guide).__name__} has no Gaussian to set"

@@ -18,22 +18,31 @@ import pyro
 import pyro.optim
 import torch
 
-__all__ = ["ScaledAdam", "Travel", "scaled_optim"]
+__all__ = ["ScaleTable", "ScaledAdam", "Travel", "scaled_optim"]
+
+
+class ScaleTable(dict):
+    """``{parameter tensor: natural step}``, keyed by the tensors themselves
+    (a tensor hashes by identity), with a short repr so optimizer settings
+    that hold it compare and print cheaply."""
+
+    def __repr__(self) -> str:
+        return f"ScaleTable({len(self)} params, id {id(self):#x})"
 
 
 class ScaledAdam(torch.optim.Optimizer):
-    """Adam whose step is multiplied element-wise by ``scale``.
+    """Adam whose step is multiplied element-wise by each parameter's scale.
 
     Parameters
     ----------
     params : iterable of torch.Tensor
     lr : float
-        The step as a fraction of ``scale``.
+        The step as a fraction of the scale.
     betas, eps :
         As in Adam.
-    scale : torch.Tensor or None
-        The natural step of each element, shaped like the parameter (or
-        broadcastable to it); ``None`` is plain Adam.
+    scales : ScaleTable or None
+        The natural step of each parameter's elements, shaped like it; a
+        parameter without one (or ``None``) steps as in plain Adam.
     """
 
     def __init__(
@@ -42,15 +51,17 @@ class ScaledAdam(torch.optim.Optimizer):
         lr: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        scale: torch.Tensor | None = None,
+        scales: ScaleTable | None = None,
     ):
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "scale": scale})
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "scales": scales}
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
+            scales = group["scales"] or {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -66,8 +77,9 @@ class ScaledAdam(torch.optim.Optimizer):
                 direction = (m / (1 - beta1**t)) / (
                     (v / (1 - beta2**t)).sqrt() + group["eps"]
                 )
-                if group["scale"] is not None:
-                    direction = direction * group["scale"].to(p)
+                scale = scales.get(p)
+                if scale is not None:
+                    direction = direction * scale.to(p)
                 p.sub_(group["lr"] * direction)
         return loss
 
@@ -75,12 +87,13 @@ class ScaledAdam(torch.optim.Optimizer):
 def scaled_optim(
     scales: Mapping[str, torch.Tensor], lr: float = 0.01
 ) -> pyro.optim.PyroOptim:
-    """A Pyro optimizer: :class:`ScaledAdam` with each param's scale by name."""
-
-    def args(name: str) -> dict:
-        return {"lr": lr, "scale": scales.get(name)}
-
-    return pyro.optim.PyroOptim(ScaledAdam, args)
+    """A Pyro optimizer: :class:`ScaledAdam`, each param's scale found by its
+    name in Pyro's param store (the tensors it holds now)."""
+    table = ScaleTable()
+    for name, tensor in pyro.get_param_store().named_parameters():
+        if name in scales:
+            table[tensor] = scales[name].detach()
+    return pyro.optim.PyroOptim(ScaledAdam, {"lr": lr, "scales": table})
 
 
 class Travel:

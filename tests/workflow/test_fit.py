@@ -69,6 +69,7 @@ def test_same_steps_as_a_hand_written_svi_loop():
         guide,
         Y,
         optim=pyro.optim.Adam({"lr": 0.02}),
+        start=None,  # the loop of a Pyro user: no warm start
         steps=30,
         tol=None,
         **_quiet(**EAGER),
@@ -210,6 +211,7 @@ def _params_after(steps: int) -> dict[str, torch.Tensor]:
         AutoNormal(poisoned(state)),
         Y,
         steps=steps,
+        start=None,
         seed=0,
         **_quiet(**EAGER),
     )
@@ -224,7 +226,7 @@ def test_nan_loss_names_the_step_and_site_and_keeps_the_params():
     state = {"calls": 0, "at": 5}  # call 1 is the prototype: step k is call k + 1
     fn = poisoned(state)
     with pytest.raises(NonFiniteLossError) as info:
-        fit(fn, AutoNormal(fn), Y, steps=50, seed=0, **_quiet(**EAGER))
+        fit(fn, AutoNormal(fn), Y, steps=50, seed=0, start=None, **_quiet(**EAGER))
     message = str(info.value)
     assert "loss is nan at step 5" in message
     assert "site 'y' in the model has a nan log_prob" in message
@@ -254,7 +256,9 @@ def test_ctrl_c_keeps_what_was_learned():
     expected = _params_after(6)
     state = {"calls": 0, "at": 10**9, "interrupt_at": 8}  # during step 7
     fn = poisoned(state)
-    result = fit(fn, AutoNormal(fn), Y, steps=50, seed=0, progress=False, **EAGER)
+    result = fit(
+        fn, AutoNormal(fn), Y, steps=50, seed=0, start=None, progress=False, **EAGER
+    )
     assert result.interrupted and not result.converged
     assert result.steps == 6 and len(result.losses) == 6 and result.khat is None
     for name, value in _params().items():
@@ -291,7 +295,7 @@ def test_other_errors_say_at_which_step():
         model(y)
 
     with pytest.raises(RuntimeError, match="model broke") as info:
-        fit(failing, AutoNormal(failing), Y, steps=10, **_quiet(**EAGER))
+        fit(failing, AutoNormal(failing), Y, steps=10, start=None, **_quiet(**EAGER))
     if hasattr(info.value, "__notes__"):
         assert "(raised by guide_core.fit at step 3)" in info.value.__notes__
     assert all(p.grad is None for _, p in pyro.get_param_store().named_parameters())
@@ -328,9 +332,28 @@ def test_model_and_guide_must_be_callable():
 def test_convergence_step_replays_the_rule_fit_stops_by():
     _doubling = [float(2 ** (i // 50)) for i in range(300)]  # never settles
     pyro.clear_param_store()
-    stopped = fit(model, AutoNormal(model), Y, steps=2000, tol=0.01, seed=3, **_quiet())
+    # the loss rule is the one of fits without a warm start
+    stopped = fit(
+        model,
+        AutoNormal(model),
+        Y,
+        steps=2000,
+        tol=0.01,
+        seed=3,
+        start=None,
+        **_quiet(),
+    )
     pyro.clear_param_store()
-    ran = fit(model, AutoNormal(model), Y, steps=2000, tol=None, seed=3, **_quiet())
+    ran = fit(
+        model,
+        AutoNormal(model),
+        Y,
+        steps=2000,
+        tol=None,
+        seed=3,
+        start=None,
+        **_quiet(),
+    )
     assert stopped.converged and not ran.converged and ran.steps == 2000
     assert stopped.losses == ran.losses[: stopped.steps]
     at = fit_module.convergence_step(ran.losses, tol=0.01, window=50, steps=2000)

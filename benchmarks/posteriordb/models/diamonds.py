@@ -32,8 +32,11 @@ def model(N: int, Y: torch.Tensor, K: int, X: torch.Tensor, prior_only: int) -> 
     sigma = pyro.sample("sigma", dist.FoldedDistribution(dist.StudentT(df, 0.0, scale)))
     if not prior_only:
         with pyro.plate("data", N):
-            mean = intercept[..., None] + b @ Xc.T
-            pyro.sample("Y", dist.Normal(mean, sigma[..., None]), obs=Y)
+            # batched draws of b are (draws, 1, K), the 1 where the data
+            # plate sits: drop it so the product lands on (draws, N)
+            rows = b if b.dim() == 1 else b.reshape(b.shape[:-2] + b.shape[-1:])
+            mean = intercept + rows @ Xc.T
+            pyro.sample("Y", dist.Normal(mean, sigma), obs=Y)
 
 
 def stan_log_density(params: dict, data: dict) -> float:

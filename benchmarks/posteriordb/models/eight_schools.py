@@ -47,7 +47,7 @@ def model(J, y, sigma):
     )
     mu = pyro.sample("mu", dist.Normal(y.new_zeros(()), 5.0))
     tau = pyro.sample("tau", dist.HalfCauchy(y.new_full((), 5.0)))
-    theta = mu[..., None] + tau[..., None] * theta_trans
+    theta = mu[..., None] + tau[..., None] * theta_trans  # theta_trans: event dim
     # The schools are the event dim of theta_trans, so y is one (J,) event
     # rather than a plate: this stays right when the latents carry batch
     # dims (vectorised particles), where a plate over J would broadcast the

@@ -32,16 +32,17 @@ def model(T: int, y: torch.Tensor, sigma1: torch.Tensor) -> None:
     alpha0 = pyro.sample("alpha0", _flat(constraints.positive))
     alpha1 = pyro.sample("alpha1", _flat(constraints.interval(0.0, 1.0)))
     beta1 = pyro.sample("beta1", _flat(constraints.interval(0.0, 1.0 - alpha1)))
-    # The variance recursion is sequential in t; T is small.
-    shock = (y[:-1] - mu[..., None]) ** 2
-    var = torch.as_tensor(sigma1, dtype=y.dtype) ** 2 * torch.ones_like(alpha0 + beta1)
+    # The variance recursion is sequential in t; T is small. Parameters may
+    # carry batch dims (draws) left of the time plate: keep the last dim time.
+    shock = (y[:-1] - mu) ** 2
+    var = torch.as_tensor(sigma1, dtype=y.dtype) ** 2 * torch.ones_like(shock[..., :1])
     variances = [var]
     for t in range(1, T):
-        var = alpha0 + alpha1 * shock[..., t - 1] + beta1 * var
+        var = alpha0 + alpha1 * shock[..., t - 1 : t] + beta1 * var
         variances.append(var)
-    sigma = torch.stack(variances, dim=-1).sqrt()
+    sigma = torch.cat(variances, dim=-1).sqrt()
     with pyro.plate("time", T):
-        pyro.sample("y", dist.Normal(mu[..., None], sigma), obs=y)
+        pyro.sample("y", dist.Normal(mu, sigma), obs=y)
 
 
 def stan_log_density(params: dict, data: dict) -> float:

@@ -49,7 +49,7 @@ def model(
     with pyro.plate("data", N):
         pyro.sample(
             "y",
-            dist.Normal(alpha[..., None] + beta[..., None] * xf, sigma[..., None]),
+            dist.Normal(alpha + beta * xf, sigma),
             obs=y,
         )
 

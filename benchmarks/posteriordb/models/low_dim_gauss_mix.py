@@ -68,9 +68,10 @@ def model(N: int, y: torch.Tensor) -> None:
     )
     weights = torch.stack([theta, 1.0 - theta], dim=-1)
     with pyro.plate("data", N, dim=-1):
+        # the components on the last dim; the batch dims of the draws (if
+        # any) already sit left of the data plate
         mixture = dist.MixtureSameFamily(
-            dist.Categorical(probs=weights[..., None, :]),
-            dist.Normal(mu[..., None, :], sigma[..., None, :]),
+            dist.Categorical(probs=weights), dist.Normal(mu, sigma)
         )
         pyro.sample("y", mixture, obs=y)
 

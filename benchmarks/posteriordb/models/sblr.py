@@ -27,7 +27,9 @@ def model(N: int, D: int, X: torch.Tensor, y: torch.Tensor) -> None:
     )
     sigma = pyro.sample("sigma", dist.HalfNormal(torch.tensor(10.0, dtype=X.dtype)))
     with pyro.plate("data", N):
-        pyro.sample("y", dist.Normal(beta @ X.T, sigma[..., None]), obs=y)
+        # batched draws of beta are (draws, 1, D): drop the data plate's 1
+        rows = beta if beta.dim() == 1 else beta.reshape(beta.shape[:-2] + (D,))
+        pyro.sample("y", dist.Normal(rows @ X.T, sigma), obs=y)
 
 
 def stan_log_density(params: dict, data: dict) -> float:

@@ -20,6 +20,7 @@ from pyro.optim.clipped_adam import ClippedAdam
 from pyro.optim.lr_scheduler import PyroLRScheduler
 from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
+from ..scaled_steps import ScaledAdam
 from .fused_adam import DirectFusedAdam
 
 __all__ = ["MappedOptimizer", "NotMappable", "map_optimizer"]
@@ -37,8 +38,9 @@ _ELEMENTWISE = (
     torch.optim.RAdam,
     torch.optim.Adadelta,
     torch.optim.Rprop,
+    ScaledAdam,
 )
-_NO_FOREACH = (ClippedAdam,)
+_NO_FOREACH = (ClippedAdam, ScaledAdam)
 # Their fused kernel is the same update as the per-parameter one, in one call.
 _FUSED = (torch.optim.Adam, torch.optim.AdamW)
 
@@ -48,7 +50,13 @@ class NotMappable(RuntimeError):
 
 
 def _frozen(args: dict) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in args.items()))
+    # a tensor setting (ScaledAdam's scale) by identity: its repr may elide
+    return tuple(
+        sorted(
+            (k, f"tensor@{id(v)}" if isinstance(v, torch.Tensor) else repr(v))
+            for k, v in args.items()
+        )
+    )
 
 
 class MappedOptimizer:

@@ -30,6 +30,7 @@ from .approximation import (
     gaussian_sample,
     gaussians_along,
 )
+from .initialization import unwrap_init
 from .lbfgs import lbfgs_path
 from .mixture import PathfinderMixture
 from .psis import psis_smooth
@@ -132,6 +133,7 @@ class AutoPathfinder(AutoContinuous):
         self.num_elbo_draws = _positive_int("num_elbo_draws", num_elbo_draws, "25")
         self.num_draws = _positive_int("num_draws", num_draws, "1000")
         self._point: torch.Tensor | None = None
+        self._vectorizes: bool | None = None
         self.last_run: PathfinderRun | None = None
         super().__init__(model, init_loc_fn=init_loc_fn)
 
@@ -215,7 +217,8 @@ class AutoPathfinder(AutoContinuous):
             guide_trace = poutine.trace(self).get_trace(*args, **kwargs)
         finally:
             self._point = None
-        replayed = poutine.replay(self.model, trace=guide_trace)
+        # the model without the guide's init handler: every latent is replayed
+        replayed = poutine.replay(unwrap_init(self.model), trace=guide_trace)
         model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
         return model_trace, guide_trace
 
@@ -240,17 +243,25 @@ class AutoPathfinder(AutoContinuous):
         self, zs: torch.Tensor, args: tuple, kwargs: dict
     ) -> torch.Tensor:
         """Log densities at the rows of ``zs``: vectorized under a plate when
-        the model allows (checked against one draw), else one by one."""
-        n = zs.shape[0]
-        if n > 1 and getattr(self, "_vectorizes", True):
+        the model allows (checked once, on three rows, against one at a time,
+        so a model that broadcasts its draws wrongly never runs a big batch),
+        else one by one."""
+        if zs.shape[0] > 1 and self._vectorizes is None:
+            probe = zs[:3]
+            one_by_one = torch.stack(
+                [self._log_density(z, args, kwargs) for z in probe]
+            )
             try:
-                out = self._vectorized(zs, args, kwargs)
-                probe = self._log_density(zs[0], args, kwargs)
-                if torch.allclose(out[0], probe.to(out), rtol=1e-4, atol=1e-3):
-                    return out
-            except Exception:  # noqa: BLE001 - one at a time re-raises real errors
-                pass
-            self._vectorizes = False
+                out = self._vectorized(probe, args, kwargs)
+                self._vectorizes = bool(
+                    torch.allclose(
+                        out, one_by_one, rtol=1e-6, atol=1e-6, equal_nan=True
+                    )
+                )
+            except Exception:  # noqa: BLE001 - any failure: one at a time
+                self._vectorizes = False
+        if zs.shape[0] > 1 and self._vectorizes:
+            return self._vectorized(zs, args, kwargs)
         return torch.stack([self._log_density(z, args, kwargs) for z in zs])
 
     def _vectorized(self, zs: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
@@ -310,9 +321,9 @@ class AutoPathfinder(AutoContinuous):
             with torch.enable_grad():
                 value = self._log_density(z, args, kwargs)
                 if not bool(torch.isfinite(value)):
-                    return float(value), torch.full_like(x, math.nan)
+                    return float(value.detach()), torch.full_like(x, math.nan)
                 (grad,) = torch.autograd.grad(value, z)
-            return float(value), grad.double()
+            return float(value.detach()), grad.double()
 
         def densities(zs: torch.Tensor) -> torch.Tensor:
             counts["density"] += zs.shape[0]

@@ -80,9 +80,9 @@ def lbfgs_path(
     history: int = 6,
     max_iters: int = 1000,
     max_line_search: int = 40,
-    tol_rel_obj: float = 1e4 * _EPS,
+    tol_rel_obj: float = 0.0,
     tol_grad: float = 1e-8,
-    tol_rel_grad: float = 1e7 * _EPS,
+    tol_rel_grad: float = 0.0,
     tol_param: float = 1e-8,
 ) -> LBFGSPath:
     """Run L-BFGS ascent on ``value_and_grad`` from ``x0``; keep the path.
