@@ -30,24 +30,22 @@ _ROOT = "posterior_database"
 _INDEX = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(\[(?P<idx>[0-9,]+)\])?$")
 
 
-def _git_zip_json(git_dir: str, path: str) -> object:
-    raw = subprocess.run(
+def _git_show(git_dir: str, path: str) -> bytes:
+    return subprocess.run(
         ["git", f"--git-dir={git_dir}", "show", f"HEAD:{path}"],
         check=True,
         capture_output=True,
     ).stdout
-    with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+
+
+def _git_zip_json(git_dir: str, path: str) -> object:
+    with zipfile.ZipFile(io.BytesIO(_git_show(git_dir, path))) as archive:
         (member,) = archive.namelist()
         return json.loads(archive.read(member))
 
 
 def _git_json(git_dir: str, path: str) -> object:
-    raw = subprocess.run(
-        ["git", f"--git-dir={git_dir}", "show", f"HEAD:{path}"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    return json.loads(raw)
+    return json.loads(_git_show(git_dir, path))
 
 
 def reshape_draws(chains: list[dict], params: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -9,7 +9,6 @@ written with Python control flow on its latents still gets correct results.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,7 +19,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from ..core.initialization import InitMessenger
+from ..core.initialization import unwrap_init
 from .recorded_draws import recorded_draws
 
 __all__ = [
@@ -58,15 +57,7 @@ def default_model(guide: Callable) -> Callable:
             f"{type(guide).__name__} has no 'model' attribute; pass the model "
             "explicitly: model=my_model"
         )
-    # ``InitMessenger(fn)(model)`` is a partial over (messenger, model).
-    while (
-        isinstance(model, functools.partial)
-        and len(model.args) == 2
-        and isinstance(model.args[0], InitMessenger)
-        and callable(model.args[1])
-    ):
-        model = model.args[1]
-    return model
+    return unwrap_init(model)
 
 
 def is_latent(site: Mapping[str, Any]) -> bool:

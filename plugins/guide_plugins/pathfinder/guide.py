@@ -22,6 +22,7 @@ from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
 from guide_core import init_to_uniform
+from guide_core.core.initialization import unwrap_init
 
 from ..continuous.base import AutoContinuous
 from .approximation import (
@@ -30,7 +31,6 @@ from .approximation import (
     gaussian_sample,
     gaussians_along,
 )
-from .initialization import unwrap_init
 from .lbfgs import lbfgs_path
 from .mixture import PathfinderMixture
 from .psis import psis_smooth

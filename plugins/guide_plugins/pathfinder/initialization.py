@@ -10,27 +10,17 @@ to :func:`~guide_core.init_to_median`.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from guide_core import InitMessenger, init_to_median
+from guide_core import init_to_median
+from guide_core.core.initialization import unwrap_init
+
+from .guide import AutoPathfinder
 
 __all__ = ["InitToPathfinder", "init_to_pathfinder", "unwrap_init"]
-
-
-def unwrap_init(model: Callable) -> Callable:
-    """The model without the ``InitMessenger`` wrappers a guide puts around it."""
-    while (
-        isinstance(model, functools.partial)
-        and len(model.args) == 2
-        and isinstance(model.args[0], InitMessenger)
-        and callable(model.args[1])
-    ):
-        model = model.args[1]
-    return model
 
 
 class InitToPathfinder:
@@ -55,8 +45,6 @@ class InitToPathfinder:
         """Run Pathfinder on ``model(*args, **kwargs)``; keep each site's mean."""
         if self._busy:  # Pathfinder's own prototype run: nothing to prepare
             return
-        from .guide import AutoPathfinder  # noqa: PLC0415 - a cycle otherwise
-
         self._busy = True
         try:
             guide = AutoPathfinder(unwrap_init(model), num_paths=self.num_paths)
