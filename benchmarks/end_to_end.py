@@ -80,6 +80,7 @@ def fit_side(req: dict[str, Any], case: Any, meter: Any) -> dict[str, Any]:
             ours_cls(case.model),
             *case.args,
             optim=Adam({"lr": req["lr"]}),
+            start=None,  # the engines against Pyro's loop, from the same start
             steps=steps,
             tol=STAN_TOL if side == "ours_conv" else None,
             window=WINDOW,

@@ -92,10 +92,12 @@ def pathfinder_start(
         scales: dict[str, torch.Tensor] = {}
         for part in parts:
             scales.update(part.warm_start(start, *args, **kwargs))
-    except (ValueError, NotImplementedError, RuntimeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a failed start never fails the fit
+        exc_name = type(exc).__name__
         return StartOutcome(
             None,
-            f"no warm start: Pathfinder could not run on this model ({exc})",
+            f"no warm start: Pathfinder could not run on this model ({exc_name}: "
+            f"{exc})",
             seconds=time.perf_counter() - began,
         )
     return StartOutcome(
