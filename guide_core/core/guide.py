@@ -40,7 +40,20 @@ from .prototype import (
 )
 from .summaries import as_quantiles, distribution_median, distribution_quantiles
 
-__all__ = ["AutoGuide", "record_init_call", "validate_init_scale"]
+__all__ = ["AutoGuide", "record_init_call", "unwrap_init", "validate_init_scale"]
+
+
+def unwrap_init(model: Callable) -> Callable:
+    """``model`` without the :class:`InitMessenger` wrappers a guide puts
+    around it (``InitMessenger(fn)(model)`` is a partial over both)."""
+    while (
+        isinstance(model, functools.partial)
+        and len(model.args) == 2
+        and isinstance(model.args[0], InitMessenger)
+        and callable(model.args[1])
+    ):
+        model = model.args[1]
+    return model
 
 
 def validate_init_scale(init_scale: Any) -> float:

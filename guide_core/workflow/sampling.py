@@ -19,7 +19,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from ..core.initialization import unwrap_init
+from ..core.guide import unwrap_init
 from .recorded_draws import recorded_draws
 
 __all__ = [

@@ -15,14 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
 from guide_core import init_to_uniform
-from guide_core.core.initialization import unwrap_init
 
 from ..continuous.base import AutoContinuous
 from .approximation import (
@@ -31,6 +28,7 @@ from .approximation import (
     gaussian_sample,
     gaussians_along,
 )
+from .densities import DrawDensities
 from .lbfgs import lbfgs_path
 from .mixture import PathfinderMixture
 from .psis import psis_smooth
@@ -81,7 +79,7 @@ def _positive_int(name: str, value: Any, example: str) -> int:
     return value
 
 
-class AutoPathfinder(AutoContinuous):
+class AutoPathfinder(DrawDensities, AutoContinuous):
     """Pathfinder: the best Gaussian along an L-BFGS path, over one or more paths.
 
     The guide's posterior over the flat unconstrained latent is a mixture of
@@ -132,8 +130,6 @@ class AutoPathfinder(AutoContinuous):
         self.max_iters = _positive_int("max_iters", max_iters, "1000")
         self.num_elbo_draws = _positive_int("num_elbo_draws", num_elbo_draws, "25")
         self.num_draws = _positive_int("num_draws", num_draws, "1000")
-        self._point: torch.Tensor | None = None
-        self._vectorizes: bool | None = None
         self.last_run: PathfinderRun | None = None
         super().__init__(model, init_loc_fn=init_loc_fn)
 
@@ -208,84 +204,6 @@ class AutoPathfinder(AutoContinuous):
             return self.loc[k].clone(), gaussian_covariance(part)
         draws = self.draws
         return draws.mean(0), torch.cov(draws.T).reshape(draws.shape[1], -1)
-
-    # -- the log density -------------------------------------------------------
-
-    def _traces(self, point: torch.Tensor, args: tuple, kwargs: dict) -> tuple:
-        self._point = point
-        try:
-            guide_trace = poutine.trace(self).get_trace(*args, **kwargs)
-        finally:
-            self._point = None
-        # the model without the guide's init handler: every latent is replayed
-        replayed = poutine.replay(unwrap_init(self.model), trace=guide_trace)
-        model_trace = poutine.trace(replayed).get_trace(*args, **kwargs)
-        return model_trace, guide_trace
-
-    def _log_density(self, z: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
-        """``log p(x, z) + log |det J|`` at one flat unconstrained ``z``."""
-        model_trace, guide_trace = self._traces(z, args, kwargs)
-        return model_trace.log_prob_sum() - guide_trace.log_prob_sum()
-
-    def _nesting(self, z: torch.Tensor, args: tuple, kwargs: dict) -> int:
-        """The batch dims the model's plates use (observed sites included)."""
-        if getattr(self, "_plate_nesting", None) is None:
-            dims = [0]
-            for trace in self._traces(z, args, kwargs):
-                for node in trace.nodes.values():
-                    for frame in node.get("cond_indep_stack", ()):
-                        if frame.vectorized:
-                            dims.append(-frame.dim)
-            self._plate_nesting = max(dims)
-        return self._plate_nesting
-
-    def _log_densities(
-        self, zs: torch.Tensor, args: tuple, kwargs: dict
-    ) -> torch.Tensor:
-        """Log densities at the rows of ``zs``: vectorized under a plate when
-        the model allows (checked once, on three rows, against one at a time,
-        so a model that broadcasts its draws wrongly never runs a big batch),
-        else one by one."""
-        if zs.shape[0] > 1 and self._vectorizes is None:
-            probe = zs[:3]
-            one_by_one = torch.stack(
-                [self._log_density(z, args, kwargs) for z in probe]
-            )
-            try:
-                out = self._vectorized(probe, args, kwargs)
-                self._vectorizes = bool(
-                    torch.allclose(
-                        out, one_by_one, rtol=1e-6, atol=1e-6, equal_nan=True
-                    )
-                )
-            except Exception:  # noqa: BLE001 - any failure: one at a time
-                self._vectorizes = False
-        if zs.shape[0] > 1 and self._vectorizes:
-            return self._vectorized(zs, args, kwargs)
-        return torch.stack([self._log_density(z, args, kwargs) for z in zs])
-
-    def _vectorized(self, zs: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
-        nesting = self._nesting(zs[0], args, kwargs)
-        n = zs.shape[0]
-        shaped = zs.reshape((n,) + (1,) * nesting + zs.shape[-1:])
-        with pyro.plate("_pathfinder_draws", n, dim=-(nesting + 1)):
-            model_trace, guide_trace = self._traces(shaped, args, kwargs)
-        total = zs.new_zeros(n)
-        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-            trace.compute_log_prob()
-            for site in trace.nodes.values():
-                if site["type"] != "sample" or site_is_subsample(site):
-                    continue
-                lp = site["log_prob"]
-                if lp.dim() < nesting + 1:
-                    raise ValueError("a site outside the draws' plate")
-                lead = lp.shape[: lp.dim() - nesting]
-                right = tuple(range(lp.dim() - nesting, lp.dim()))
-                per = lp.sum(right) if right else lp  # sum(()) would sum all
-                if lead.numel() not in (1, n):
-                    raise ValueError("not vectorized")
-                total = total + sign * per.reshape(-1).expand(n)
-        return total
 
     # -- fitting -----------------------------------------------------------------
 
