@@ -31,14 +31,14 @@ COLUMNS: tuple[str, ...] = (
 )
 
 
-def _finite(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """Replace NaN/inf (which strict JSON lacks) by ``None``, recursively."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -92,7 +92,7 @@ def _row(cell: dict[str, Any]) -> list[str]:
 
 def to_json(result: BenchResult) -> dict[str, Any]:
     """Return the whole result as a strict-JSON-ready dict (NaN becomes null)."""
-    return _finite(
+    return json_safe(
         {
             "machine": result.machine,
             "config": dataclasses.asdict(result.config),

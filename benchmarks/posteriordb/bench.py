@@ -45,6 +45,7 @@ from scipy import stats
 import guide_core
 from guide_core import registry
 
+from ..report import json_safe
 from . import SHORT_NAMES, load
 
 __all__ = ["METHODS", "main", "mean_error", "metrics", "run", "sd_ratios", "w1"]
@@ -358,17 +359,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.md").write_text(text)
     report = {"config": config, "results": results, "targets": targets(results)}
-    (args.out / "bench.json").write_text(json.dumps(_finite(report), indent=1))
+    (args.out / "bench.json").write_text(json.dumps(json_safe(report), indent=1))
     print(text)
     return report
-
-
-def _finite(x: Any) -> Any:
-    """NaN/inf (which strict JSON lacks) as ``None``, recursively."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
