@@ -13,7 +13,16 @@ from collections.abc import Mapping
 import attrs
 import torch
 
-__all__ = ["GaussianStart", "mean_field_scale", "scale_steps"]
+__all__ = [
+    "GaussianStart",
+    "Whitening",
+    "location_steps",
+    "mean_field_scale",
+    "scale_steps",
+]
+
+#: Largest location for which steps are whitened by a dense factor.
+WHITEN_MAX_DIM = 2000
 
 
 @attrs.frozen(eq=False)
@@ -86,3 +95,48 @@ def scale_steps(scale: torch.Tensor) -> torch.Tensor:
     """The natural step of a positive scale in its unconstrained (softplus or
     log) space: relative below 1, where that space is a log; absolute above."""
     return scale.clamp_min(1.0)
+
+
+@attrs.frozen(eq=False)
+class Whitening:
+    """The natural steps of a flat location as a matrix: the lower Cholesky
+    factor ``L`` of the posterior covariance.
+
+    Steps taken in the whitened coordinates ``u`` of ``loc = loc0 + L u`` are
+    posterior sds along every direction at once, so a location on a ridge of
+    correlation 0.9999 moves along it as fast as across it, which no
+    element-wise step size can do.
+
+    Attributes
+    ----------
+    factor : torch.Tensor
+        ``(D, D)`` lower triangular, positive diagonal.
+    """
+
+    factor: torch.Tensor
+
+    def detach(self) -> Whitening:
+        """This whitening, out of any autograd graph."""
+        return Whitening(self.factor.detach())
+
+    def to(self, like: torch.Tensor) -> Whitening:
+        """This whitening in ``like``'s dtype and device."""
+        return Whitening(self.factor.to(like))
+
+    def whiten(self, delta: torch.Tensor) -> torch.Tensor:
+        """``L^{-1} delta``: a change of the location in posterior sds."""
+        solved = torch.linalg.solve_triangular(
+            self.factor, delta.reshape(-1, 1), upper=False
+        )
+        return solved.reshape(delta.shape)
+
+
+def location_steps(covariance: torch.Tensor) -> torch.Tensor | Whitening:
+    """The natural steps of a flat location with this posterior covariance:
+    a :class:`Whitening` up to :data:`WHITEN_MAX_DIM` coordinates (where the
+    covariance factors), else the marginal sds, element-wise."""
+    if covariance.shape[-1] <= WHITEN_MAX_DIM:
+        factor, info = torch.linalg.cholesky_ex(covariance)
+        if int(info) == 0:
+            return Whitening(factor)
+    return covariance.diagonal().clamp_min(0).sqrt()

@@ -217,7 +217,7 @@ def fit(
     travel = None
     if began.scales is not None and optim is None:
         optim = scaled_optim(began.scales)
-        travel = Travel(began.scales, window)
+        travel = Travel(began.scales, window, optim.pt_optim_args["scales"])
     loss = Trace_ELBO() if loss is None else loss
     svi = SVI(model, guide, _check_optim(optim), loss)
     main = group is None or group.rank == 0
@@ -264,6 +264,8 @@ def fit(
                 converged = True
                 break
         finished = True
+        if travel is not None:
+            travel.settle()
     except KeyboardInterrupt:
         interrupted = True
         trainer.zero_grads()

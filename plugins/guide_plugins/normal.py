@@ -11,7 +11,12 @@ from pyro.distributions import constraints
 from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, Capabilities, GuideSpec, hookimpl, init_to_feasible
-from guide_core.core.gaussian_start import GaussianStart, mean_field_scale, scale_steps
+from guide_core.core.gaussian_start import (
+    GaussianStart,
+    location_steps,
+    mean_field_scale,
+    scale_steps,
+)
 from guide_core.core.guide import validate_init_scale
 from guide_core.core.latent import (
     assign_param,
@@ -82,11 +87,10 @@ class AutoNormal(AutoGuide):
         steps = {}
         for name in self._sites():
             lo, hi, shape = start.slices[name]
-            sd = start.site_sd(name)
             scale = conditional[lo:hi].reshape(shape)
             assign_param(self, f"locs.{name}", start.site_loc(name))
             assign_param(self, f"scales.{name}", scale)
-            steps[f"locs.{name}"] = sd
+            steps[f"locs.{name}"] = location_steps(start.covariance[lo:hi, lo:hi])
             steps[f"scales.{name}"] = scale_steps(scale)
         return steps
 

@@ -13,7 +13,12 @@ from pyro.nn.module import PyroParam
 from torch import nn
 
 from guide_core import init_to_median
-from guide_core.core.gaussian_start import GaussianStart, mean_field_scale, scale_steps
+from guide_core.core.gaussian_start import (
+    GaussianStart,
+    location_steps,
+    mean_field_scale,
+    scale_steps,
+)
 from guide_core.core.guide import validate_init_scale
 from guide_core.core.latent import assign_param
 
@@ -102,7 +107,7 @@ class AutoDiagonalNormal(_StandardNormalBase, AutoContinuous):
         scale = mean_field_scale(reordered)
         assign_param(self, "loc", loc)
         assign_param(self, "scale", scale)
-        return {"loc": cov.diagonal().sqrt(), "scale": scale_steps(scale)}
+        return {"loc": location_steps(cov), "scale": scale_steps(scale)}
 
 
 class AutoMultivariateNormal(_StandardNormalBase, AutoContinuous):
@@ -171,11 +176,18 @@ class AutoMultivariateNormal(_StandardNormalBase, AutoContinuous):
         assign_param(self, "loc", loc)
         assign_param(self, "scale", scale)
         assign_param(self, "scale_tril", unit)
-        steps = unit.abs().clamp_min(1.0)
+        # Steps that each move the Gaussian by at most one posterior sd
+        # (whitened): scale[i] and scale_tril[i, :] act on the covariance's
+        # row i, which whitening divides by the conditional sd of site i given
+        # all others. On a ridge that is far below the Cholesky diagonal.
+        reordered = GaussianStart({"": (0, loc.shape[0], loc.shape)}, loc, cov)
+        conditional = mean_field_scale(reordered)
+        narrow = (conditional / cov.diagonal().sqrt()).clamp(max=1.0)
+        row = (conditional / scale).clamp(max=1.0).unsqueeze(-1)
         return {
-            "loc": cov.diagonal().sqrt(),
-            "scale": scale_steps(scale),
-            "scale_tril": steps,
+            "loc": location_steps(cov),
+            "scale": scale_steps(scale) * narrow,
+            "scale_tril": row.expand_as(unit).clone(),
         }
 
 
@@ -263,7 +275,7 @@ class AutoLowRankMultivariateNormal(_StandardNormalBase, AutoContinuous):
         assign_param(self, "scale", scale)
         assign_param(self, "cov_factor", factor)
         return {
-            "loc": sd,
+            "loc": location_steps(cov),
             "scale": scale_steps(scale),
             "cov_factor": factor.abs().clamp_min(1.0),
         }

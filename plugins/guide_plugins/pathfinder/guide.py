@@ -29,6 +29,7 @@ from .approximation import (
     gaussians_along,
 )
 from .densities import DrawDensities
+from .laplace import LaplaceMixin
 from .lbfgs import lbfgs_path
 from .mixture import PathfinderMixture
 from .psis import psis_smooth
@@ -79,7 +80,7 @@ def _positive_int(name: str, value: Any, example: str) -> int:
     return value
 
 
-class AutoPathfinder(DrawDensities, AutoContinuous):
+class AutoPathfinder(LaplaceMixin, DrawDensities, AutoContinuous):
     """Pathfinder: the best Gaussian along an L-BFGS path, over one or more paths.
 
     The guide's posterior over the flat unconstrained latent is a mixture of
