@@ -25,8 +25,9 @@ __all__ = ["ScaleTable", "ScaledAdam", "Travel", "scaled_optim"]
 
 #: A fit has stopped travelling when no window mean moved this many steps.
 STOP = 0.05
-#: A window's move must be below this share of the one before, or the step halves.
-SHRINK = 0.7
+#: Two windows' moves that add up to less than this share of their lengths
+#: are jitter, not travel: the step halves.
+CONSISTENT = 0.8
 #: The smallest share of the step that halving reaches.
 MIN_RATE = 1 / 64
 #: Weight of the latest iterate in the running average: (p + 1) / (t + p),
@@ -132,12 +133,15 @@ def scaled_optim(
 class Travel:
     """How far the parameters move, in their natural steps, window to window.
 
-    A parameter that travels moves its window mean by about the same amount
-    window after window; one that has arrived only jitters, by an amount set
-    by the step size. So whenever a window's move is not clearly smaller than
-    the window before's (by :data:`SHRINK`), the step is halved (down to
-    :data:`MIN_RATE`): a long journey slows a little, and the jitter of an
-    arrived fit shrinks until the window means stand still.
+    A fit that travels moves its window means the same way window after
+    window; one that has arrived only jitters around the optimum, by an
+    amount set by the step size, back and forth. So when the last two
+    windows' moves do not point the same way (the move over both is below
+    :data:`CONSISTENT` of the sum of the two), the step is halved, down to
+    :data:`MIN_RATE`: the jitter shrinks until the window means stand still
+    (less than :data:`STOP` natural steps), while a journey keeps its pace.
+    The fit then ends at the running average of its iterates, which averages
+    the last jitter out.
 
     Parameters
     ----------
@@ -160,8 +164,9 @@ class Travel:
         self.window = window
         self.table = table
         self._average: dict[str, torch.Tensor] = {}
+        self._sum: dict[str, torch.Tensor] = {}
         self._steps = 0
-        self._previous: dict[str, torch.Tensor] | None = None
+        self._means: list[dict[str, torch.Tensor]] = []
         self.last = float("inf")
 
     def _params(self) -> dict[str, torch.Tensor]:
@@ -172,11 +177,14 @@ class Travel:
             if name in self.scales
         }
 
+    def _moves(self, new: dict, old: dict) -> list[torch.Tensor]:
+        return [_in_steps(new[n] - old[n], self.scales[n]) for n in new if n in old]
+
     @torch.no_grad()
     def update(self) -> bool:
-        """Add the current parameters to their running average; return True
-        once a window moved that average less than :data:`STOP` natural steps
-        (element-wise max)."""
+        """Add the current parameters; return True once a window's mean moved
+        less than :data:`STOP` natural steps (element-wise max) from the
+        window before."""
         self._steps += 1
         weight = (AVERAGE_POWER + 1) / (self._steps + AVERAGE_POWER)
         for name, value in self._params().items():
@@ -184,22 +192,24 @@ class Travel:
             self._average[name] = (
                 value.detach().clone() if old is None else old + weight * (value - old)
             )
+            self._sum[name] = self._sum.get(name, 0) + value.detach()
         if self._steps % self.window:
             return False
-        means = {n: v.clone() for n, v in self._average.items()}
-        previous, self._previous = self._previous, means
-        if previous is None:
+        means = {n: v / self.window for n, v in self._sum.items()}
+        self._sum = {}
+        self._means = (self._means + [means])[-3:]
+        if len(self._means) < 2:
             return False
-        moved = [
-            _in_steps(means[n] - previous[n], self.scales[n]).abs().max()
-            for n in means
-            if n in previous
-        ]
-        before, self.last = self.last, float(torch.stack(moved).max()) if moved else 0.0
+        moved = self._moves(self._means[-1], self._means[-2])
+        self.last = float(torch.stack([m.abs().max() for m in moved]).max())
         if self.last < STOP:
             return True
-        if self.table is not None and self.last > SHRINK * before:
-            self.table.rate = max(self.table.rate / 2, MIN_RATE)
+        if self.table is not None and len(self._means) == 3:
+            first, second = self._moves(self._means[1], self._means[0]), moved
+            both = self._moves(self._means[2], self._means[0])
+            pieces = _norm(first) + _norm(second)
+            if _norm(both) < CONSISTENT * pieces:
+                self.table.rate = max(self.table.rate / 2, MIN_RATE)
         return False
 
     @torch.no_grad()
@@ -210,6 +220,10 @@ class Travel:
         for name, average in self._average.items():
             if name in params:
                 params[name].copy_(average)
+
+
+def _norm(parts: list[torch.Tensor]) -> float:
+    return float(torch.cat([p.reshape(-1) for p in parts]).norm())
 
 
 def _in_steps(delta: torch.Tensor, scale: Any) -> torch.Tensor:

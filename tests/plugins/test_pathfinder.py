@@ -175,3 +175,39 @@ def test_save_and_load_round_trip(tmp_path):
     assert torch.equal(loaded.median()["x"], guide.median()["x"])
     assert torch.equal(loaded.draws, guide.draws)
     assert bool(loaded.fitted)
+
+
+def test_laplace_is_exact_on_a_correlated_gaussian(float64):
+    # L-BFGS stopped after 3 iterations, far from the mode: Newton's method
+    # with the exact Hessian still lands on the mean and covariance
+    pyro.set_rng_seed(0)
+    guide = registry.make("auto_pathfinder", correlated, num_paths=1, max_iters=3)
+    guide.run()
+    laplace = guide.laplace()
+    assert laplace.reason == "Newton's method converged"
+    assert torch.allclose(laplace.loc, MU.double(), atol=1e-8)
+    assert torch.allclose(laplace.covariance, COV.double(), atol=1e-8)
+    assert laplace.gradient_evaluations % 4 == 0  # (1 + D) per Newton step
+    best = guide.best_gaussian()
+    assert best.source.startswith("Laplace")
+    assert torch.allclose(best.covariance, COV.double(), atol=1e-8)
+
+
+def test_newton_stops_where_the_hessian_is_not_negative_definite(float64):
+    from guide_plugins.pathfinder.laplace import gaussian_elbos, newton_mode
+
+    def saddle(z):
+        return -(z[0] ** 2) + z[1] ** 2
+
+    found = newton_mode(saddle, torch.tensor([1.0, 1.0]))
+    assert found.loc is None and "not negative definite" in found.reason
+
+    def normal(zs):
+        return dist.Normal(0.0, 1.0).log_prob(zs).sum(-1)
+
+    eye = torch.eye(2)
+    elbos = gaussian_elbos(normal, [(torch.zeros(2), eye), (torch.ones(2), eye)], 64)
+    assert abs(float(elbos[0])) < 1e-12  # q = p: the ELBO is log Z = 0
+    assert float(elbos[1]) < float(elbos[0])
+    singular = gaussian_elbos(normal, [(torch.zeros(2), torch.zeros(2, 2))], 8)
+    assert singular[0] == -float("inf")
