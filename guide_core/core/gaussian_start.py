@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import attrs
 import torch
+from torch.distributions import Transform
 
 __all__ = [
     "GaussianStart",
@@ -38,11 +39,56 @@ class GaussianStart:
         ``(D,)`` the mean.
     covariance : torch.Tensor
         ``(D, D)`` the covariance.
+    transforms : Mapping[str, Transform] or None
+        Each site's bijection from these unconstrained coordinates to its
+        support; ``None``: the coordinates of the guide being started.
     """
 
     slices: Mapping[str, tuple[int, int, torch.Size]]
     loc: torch.Tensor
     covariance: torch.Tensor
+    transforms: Mapping[str, Transform] | None = None
+
+    def in_transforms(self, transforms: Mapping[str, Transform]) -> GaussianStart:
+        """This Gaussian in the unconstrained coordinates of other transforms.
+
+        A support that depends on another site (``beta ~ Uniform(0, 1 -
+        alpha)``) is fixed when a guide traces its prototype, so two guides
+        of one model can map the same site through different bijections. A
+        site whose ``transforms`` differ from :attr:`transforms` is mapped
+        through the constrained space: the location exactly, the covariance
+        by the Jacobian there (the delta method).
+
+        Parameters
+        ----------
+        transforms : mapping of str to Transform
+            Site name to the bijection from unconstrained to constrained.
+        """
+        if self.transforms is None:
+            return self
+        loc, jacobian = self.loc.clone(), None
+        for name, (start, stop, shape) in self.slices.items():
+            old, new = self.transforms.get(name), transforms.get(name)
+            if old is None or new is None:
+                continue
+
+            def remap(x, old=old, new=new, shape=shape):
+                return new.inv(old(x.reshape(shape))).reshape(-1)
+
+            block = self.loc[start:stop]
+            probe = torch.stack([block, block + 1])
+            if torch.allclose(torch.stack([remap(x) for x in probe]), probe):
+                continue
+            with torch.enable_grad():
+                local = torch.autograd.functional.jacobian(remap, block)
+            if jacobian is None:
+                jacobian = torch.eye(loc.shape[0], dtype=loc.dtype, device=loc.device)
+            loc[start:stop] = remap(block)
+            jacobian[start:stop, start:stop] = local
+        if jacobian is None:
+            return attrs.evolve(self, transforms=dict(transforms))
+        covariance = jacobian @ self.covariance @ jacobian.T
+        return GaussianStart(self.slices, loc, covariance, dict(transforms))
 
     @property
     def sd(self) -> torch.Tensor:

@@ -331,7 +331,13 @@ class AutoGuide(PyroModule):
         owner = self.master() if self.master is not None else self
         with poutine.block():
             owner(*args, **kwargs)  # the module's params are the store's tensors now
-        steps = self._warm_start(start)
+        own = {}
+        for name, site in self._sites().items():
+            try:
+                own[name] = site.require_transform()
+            except Exception:  # noqa: BLE001 - a site without one: left as is
+                continue
+        steps = self._warm_start(start.in_transforms(own))
         return {f"{self._pyro_name}.{name}": value for name, value in steps.items()}
 
     def _warm_start(self, start: GaussianStart) -> dict[str, torch.Tensor]:

@@ -74,7 +74,9 @@ def _start_of(pathfinder: Any, args: tuple, kwargs: dict) -> tuple:
         extra = best.gradient_evaluations
     else:
         (loc, cov), source, extra = pathfinder.moments(), "Pathfinder", 0
-    return GaussianStart(slices, loc.detach(), cov.detach()), source, extra
+    transforms = {s.name: s.site.require_transform() for s in pathfinder._layout}
+    start = GaussianStart(slices, loc.detach(), cov.detach(), transforms)
+    return start, source, extra
 
 
 def pathfinder_start(
