@@ -103,7 +103,9 @@ def fit(
         after one, Adam whose steps are 0.01 of each parameter's posterior
         scale (see :mod:`guide_core.workflow.scaled_steps`), and the fit stops
         only when the parameters have stopped travelling (their window means
-        move less than 0.05 of those scales), not on the loss alone.
+        move less than 0.05 of those scales), not on the loss alone; a step
+        that only jitters is halved, and the fit ends at the running average
+        of its iterates.
     start : {"pathfinder", None}
         ``"pathfinder"`` (default): run Pathfinder on the model first and
         start a Gaussian guide (AutoNormal, AutoDiagonalNormal,
