@@ -20,6 +20,7 @@ __all__ = [
     "location_steps",
     "mean_field_scale",
     "scale_steps",
+    "site_transforms",
 ]
 
 #: Largest location for which steps are whitened by a dense factor.
@@ -128,6 +129,18 @@ class GaussianStart:
             index.extend(range(start, stop))
         idx = torch.tensor(index, dtype=torch.long, device=self.loc.device)
         return self.loc[idx], self.covariance[idx][:, idx]
+
+
+def site_transforms(sites: Mapping) -> dict[str, Transform]:
+    """Each site's bijection from its prototype (sites without one left out),
+    for :meth:`GaussianStart.in_transforms`."""
+    out = {}
+    for name, site in sites.items():
+        try:
+            out[name] = site.require_transform()
+        except Exception:  # noqa: BLE001 - e.g. a discrete site: nothing to map
+            continue
+    return out
 
 
 def mean_field_scale(start: GaussianStart) -> torch.Tensor:

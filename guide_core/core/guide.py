@@ -29,7 +29,8 @@ import torch
 from pyro import poutine
 from pyro.nn.module import PyroModule
 
-from .gaussian_start import GaussianStart
+from .dependent_support import guide_values, record_value, transform_of
+from .gaussian_start import GaussianStart, site_transforms
 from .initialization import InitMessenger
 from .prototype import (
     Prototype,
@@ -288,6 +289,12 @@ class AutoGuide(PyroModule):
 
     # -- the protocol ----------------------------------------------------------
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._prototype is not None and not self._prototype.dependent:
+            return super().__call__(*args, **kwargs)
+        with guide_values():  # supports that depend on values drawn before
+            return super().__call__(*args, **kwargs)
+
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Sample every latent site; return ``{site name: value}``."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
@@ -331,13 +338,7 @@ class AutoGuide(PyroModule):
         owner = self.master() if self.master is not None else self
         with poutine.block():
             owner(*args, **kwargs)  # the module's params are the store's tensors now
-        own = {}
-        for name, site in self._sites().items():
-            try:
-                own[name] = site.require_transform()
-            except Exception:  # noqa: BLE001 - a site without one: left as is
-                continue
-        steps = self._warm_start(start.in_transforms(own))
+        steps = self._warm_start(start.in_transforms(site_transforms(self._sites())))
         return {f"{self._pyro_name}.{name}": value for name, value in steps.items()}
 
     def _warm_start(self, start: GaussianStart) -> dict[str, torch.Tensor]:
@@ -354,8 +355,12 @@ class AutoGuide(PyroModule):
         )
 
     def _constrain(self, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        sites = self._sites()
-        return {n: sites[n].require_transform()(v) for n, v in values.items()}
+        sites, out = self._sites(), {}
+        with guide_values():  # a dependent support follows the values before it
+            for name, value in values.items():
+                out[name] = transform_of(sites[name])(value)
+                record_value(name, out[name])
+        return out
 
     def _median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         marginals = self._unconstrained_marginals(*args, **kwargs)

@@ -18,6 +18,7 @@ from pyro.distributions.util import sum_rightmost
 from pyro.nn.module import PyroModule
 from torch.distributions import Distribution, kl_divergence, register_kl
 
+from .dependent_support import record_value, transform_of
 from .prototype import SiteFacts
 
 __all__ = [
@@ -110,8 +111,9 @@ def constrain(
     identity bijection, under ``poutine.mask(mask=False)``, or when
     ``log_det=False``, e.g. for a point-mass conditional).
     """
-    transform = site.require_transform()
+    transform = transform_of(site)  # given the values drawn before it, if need be
     value = transform(u)
+    record_value(site.name, value)
     if log_det and value is not u and poutine.get_mask() is not False:
         ladj = transform.inv.log_abs_det_jacobian(value, u)
         ladj = sum_rightmost(ladj, ladj.dim() - value.dim() + site.event_dim)

@@ -21,6 +21,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import Transform, biject_to
 
+from .dependent_support import dependent_supports
 from .initialization import InitMessenger, init_to_feasible, support_errors
 from .subsample_support import full_supports, support_here
 
@@ -90,6 +91,10 @@ class SiteFacts:
         change with the subsample (see :mod:`guide_core.core.subsample_support`).
     full_value : Tensor or None
         The initial value over the whole plate, where ``full_support`` is set.
+    support_given : callable or None
+        Where the support depends on other latent sites (``Uniform(0, 1 -
+        a)``), a function from their values to it (see
+        :mod:`guide_core.core.dependent_support`).
     """
 
     name: str
@@ -102,6 +107,7 @@ class SiteFacts:
     _transform_error: Exception | None = None
     full_support: Any = None
     full_value: torch.Tensor | None = None
+    support_given: Callable[[Mapping[str, torch.Tensor]], Any] | None = None
 
     @property
     def support(self) -> Any:
@@ -198,6 +204,11 @@ class Prototype:
     plates: Mapping[str, PlateFacts]
     frames: Mapping[str, Any]
     explicit_subsamples: frozenset[str] = frozenset()
+
+    @property
+    def dependent(self) -> bool:
+        """Whether a site's support depends on other latent sites."""
+        return any(site.support_given is not None for site in self.sites.values())
 
     def continuous(self) -> dict[str, SiteFacts]:
         """Return the continuous sites, raising for any discrete one."""
@@ -375,5 +386,7 @@ def trace_prototype(
     whole = full_supports(model, args, kwargs or {}, sites)
     for name, (support, value) in whole.items():
         sites[name] = attrs.evolve(sites[name], full_support=support, full_value=value)
+    for name, given in dependent_supports(model, args, kwargs or {}, sites).items():
+        sites[name] = attrs.evolve(sites[name], support_given=given)
     explicit = frozenset(check.explicit & set(plates))
     return Prototype(trace, sites, plates, frames, explicit)

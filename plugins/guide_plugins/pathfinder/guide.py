@@ -72,6 +72,15 @@ class PathfinderRun:
     notes: tuple[str, ...]
 
 
+def _resolution(dtype: torch.dtype) -> float:
+    """The relative change of the log density below which a model computed
+    in ``dtype`` only shows round-off: L-BFGS stops there. None in float64,
+    where a long ridge (kilpisjarvi) moves the density by less than 1e-12 a
+    step; ten float32 eps in float32, which round-off otherwise keeps
+    "improving" for the whole ``max_iters``, 40 line-search trials a step."""
+    return 0.0 if dtype == torch.float64 else 10 * torch.finfo(dtype).eps
+
+
 def _positive_int(name: str, value: Any, example: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"'{name}' must be an int such as {example}: {value!r}")
@@ -259,6 +268,7 @@ class AutoPathfinder(LaplaceMixin, DrawDensities, AutoContinuous):
                     start,
                     history=self.history,
                     max_iters=self.max_iters,
+                    tol_rel_obj=_resolution(dtype),
                 )
             except ValueError as exc:
                 kept.append(None)
