@@ -19,6 +19,7 @@ __all__ = [
     "Whitening",
     "location_steps",
     "mean_field_scale",
+    "row_step_bounds",
     "scale_steps",
     "site_transforms",
 ]
@@ -141,6 +142,32 @@ def site_transforms(sites: Mapping) -> dict[str, Transform]:
         except Exception:  # noqa: BLE001 - e.g. a discrete site: nothing to map
             continue
     return out
+
+
+def row_step_bounds(
+    covariance: torch.Tensor, row_scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds on the steps of a factored covariance's parameters, so that one
+    step moves the Gaussian by at most one posterior sd, whitened.
+
+    A covariance factored by rows, ``row i = row_scale[i] * (...)`` (the
+    Cholesky factor ``diag(scale) @ unit``, or ``diag(scale) [I, F]``), is
+    changed in row ``i`` by a step on ``scale[i]`` or on the entries of row
+    ``i``; whitening divides that change by the conditional sd of coordinate
+    ``i`` given all others, far below its marginal sd on a ridge.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``(D,)`` the factor on a scale's relative step (conditional over
+        marginal sd) and ``(D,)`` the step of an entry of row ``i``
+        (conditional sd over ``row_scale[i]``), each at most 1.
+    """
+    d = covariance.shape[-1]
+    start = GaussianStart({"": (0, d, torch.Size([d]))}, covariance[0], covariance)
+    conditional = mean_field_scale(start)
+    narrow = (conditional / covariance.diagonal().sqrt()).clamp(max=1.0)
+    return narrow, (conditional / row_scale).clamp(max=1.0)
 
 
 def mean_field_scale(start: GaussianStart) -> torch.Tensor:

@@ -17,6 +17,7 @@ from guide_core.core.gaussian_start import (
     GaussianStart,
     location_steps,
     mean_field_scale,
+    row_step_bounds,
     scale_steps,
 )
 from guide_core.core.guide import validate_init_scale
@@ -176,18 +177,11 @@ class AutoMultivariateNormal(_StandardNormalBase, AutoContinuous):
         assign_param(self, "loc", loc)
         assign_param(self, "scale", scale)
         assign_param(self, "scale_tril", unit)
-        # Steps that each move the Gaussian by at most one posterior sd
-        # (whitened): scale[i] and scale_tril[i, :] act on the covariance's
-        # row i, which whitening divides by the conditional sd of site i given
-        # all others. On a ridge that is far below the Cholesky diagonal.
-        reordered = GaussianStart({"": (0, loc.shape[0], loc.shape)}, loc, cov)
-        conditional = mean_field_scale(reordered)
-        narrow = (conditional / cov.diagonal().sqrt()).clamp(max=1.0)
-        row = (conditional / scale).clamp(max=1.0).unsqueeze(-1)
+        narrow, row = row_step_bounds(cov, scale)
         return {
             "loc": location_steps(cov),
             "scale": scale_steps(scale) * narrow,
-            "scale_tril": row.expand_as(unit).clone(),
+            "scale_tril": row.unsqueeze(-1).expand_as(unit).clone(),
         }
 
 
@@ -263,19 +257,21 @@ class AutoLowRankMultivariateNormal(_StandardNormalBase, AutoContinuous):
         return self.loc, self.scale * (self.cov_factor.pow(2).sum(-1) + 1).sqrt()
 
     def _warm_start(self, start: GaussianStart) -> dict[str, torch.Tensor]:
-        # diag(s) (I + F F^T) diag(s) ~ cov: s = sd / sqrt(2), then F from the
+        # diag(s) (I + F F^T) diag(s) ~ cov: s the conditional sds (so q is
+        # nowhere wider than the posterior across a ridge), then F from the
         # leading eigenpairs of cov / (s s^T) - I
         loc, cov = self._start_in_layout(start)
-        sd = cov.diagonal().sqrt()
-        scale = sd * 0.5**0.5
+        reordered = GaussianStart({"": (0, loc.shape[0], loc.shape)}, loc, cov)
+        scale = mean_field_scale(reordered)
         evals, evecs = torch.linalg.eigh(cov / torch.outer(scale, scale))
         top = evals.flip(-1)[: self.rank].sub(1).clamp_min(0)
         factor = evecs.flip(-1)[:, : self.rank] * top.sqrt()
         assign_param(self, "loc", loc)
         assign_param(self, "scale", scale)
         assign_param(self, "cov_factor", factor)
+        narrow, row = row_step_bounds(cov, scale)
         return {
             "loc": location_steps(cov),
-            "scale": scale_steps(scale),
-            "cov_factor": factor.abs().clamp_min(1.0),
+            "scale": scale_steps(scale) * narrow,
+            "cov_factor": factor.abs().clamp_min(1.0) * row.unsqueeze(-1),
         }
