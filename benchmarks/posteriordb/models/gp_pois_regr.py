@@ -23,7 +23,15 @@ from scipy import linalg, stats
 
 POSTERIOR = "gp_pois_regr-gp_pois_regr"
 PARAMS = ("rho", "alpha", "f_tilde")
-EXCLUDE = None
+#: Measured (float64, seed 0): started at the reference draws' own mean and
+#: covariance in the unconstrained space (0.08 sd from every reference mean),
+#: AutoMultivariateNormal under SVI (8 particles, whitened steps) moves to
+#: 0.75 sd, sd ratios 0.61-1.26: the ELBO's best Gaussian is itself that far.
+EXCLUDE = (
+    "far from Gaussian for VI: the best full-rank Gaussian by the ELBO, fit from "
+    "the reference's own mean and covariance (0.08 sd), ends 0.75 sd from the "
+    "reference means (rho, alpha and f_tilde depend on each other nonlinearly)"
+)
 #: The columns of posteriordb's reference draws that ``PARAMS`` derive from.
 REFERENCE_PARAMS = ("rho", "alpha", "f")
 
