@@ -27,6 +27,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from torch.distributions import Transform, biject_to
 
+from .initialization import unwrap_init
 from .subsample_support import _all_tensors
 
 __all__ = ["dependent_supports", "guide_values", "record_value", "transform_of"]
@@ -41,27 +42,37 @@ class _Reached(Exception):
 
 
 class _SupportSpy(Messenger):
-    """Reads one site's support, then stops the model."""
+    """Reads one site's support, then stops the model; notes a latent site
+    before it whose value was not given (its support would be a guess)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, given: Mapping[str, torch.Tensor]):
         super().__init__()
-        self.name, self.support = name, None
+        self.name, self.given, self.support = name, given, None
+        self.missing: list[str] = []
 
     def _pyro_sample(self, msg: dict) -> None:
         if msg["name"] == self.name:
             self.support = msg["fn"].support
             raise _Reached
+        if not msg["is_observed"] and msg["name"] not in self.given:
+            self.missing.append(msg["name"])
 
 
 def _support_in(model: Callable, args: tuple, kwargs: Mapping, name: str) -> Callable:
+    # without the guide's init strategy, which would draw the site itself
+    # (batched by the values given) before the spy reads its support
+    model = unwrap_init(model)
+
     def support_given(values: Mapping[str, torch.Tensor]) -> Any:
-        spy = _SupportSpy(name)
-        conditioned = poutine.condition(model, data=dict(values))
+        """The support of the site given ``values``; None where a latent
+        site before it is not among them."""
+        spy = _SupportSpy(name, values)
+        conditioned = poutine.condition(spy(model), data=dict(values))
         try:
-            poutine.block(spy(conditioned))(*args, **kwargs)
+            poutine.block(conditioned)(*args, **kwargs)
         except _Reached:
             pass
-        return spy.support
+        return None if spy.missing else spy.support
 
     return support_given
 

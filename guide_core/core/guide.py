@@ -31,7 +31,7 @@ from pyro.nn.module import PyroModule
 
 from .dependent_support import guide_values, record_value, transform_of
 from .gaussian_start import GaussianStart, site_transforms
-from .initialization import InitMessenger
+from .initialization import InitMessenger, unwrap_init
 from .prototype import (
     Prototype,
     SiteFacts,
@@ -42,19 +42,6 @@ from .prototype import (
 from .summaries import as_quantiles, distribution_median, distribution_quantiles
 
 __all__ = ["AutoGuide", "record_init_call", "unwrap_init", "validate_init_scale"]
-
-
-def unwrap_init(model: Callable) -> Callable:
-    """``model`` without the :class:`InitMessenger` wrappers a guide puts
-    around it (``InitMessenger(fn)(model)`` is a partial over both)."""
-    while (
-        isinstance(model, functools.partial)
-        and len(model.args) == 2
-        and isinstance(model.args[0], InitMessenger)
-        and callable(model.args[1])
-    ):
-        model = model.args[1]
-    return model
 
 
 def validate_init_scale(init_scale: Any) -> float:

@@ -39,6 +39,7 @@ __all__ = [
     "init_to_uniform",
     "init_to_value",
     "support_errors",
+    "unwrap_init",
 ]
 
 InitStrategy = Callable[[dict], torch.Tensor]
@@ -401,3 +402,16 @@ def builtin_strategies() -> dict[str, tuple[Callable[..., Any], str]]:
         "value": (init_to_value, "User-given values by site name, else uniform."),
         "generated": (init_to_generated, "A strategy generated once per model run."),
     }
+
+
+def unwrap_init(model: Callable) -> Callable:
+    """``model`` without the :class:`InitMessenger` wrappers a guide puts
+    around it (``InitMessenger(fn)(model)`` is a partial over both)."""
+    while (
+        isinstance(model, functools.partial)
+        and len(model.args) == 2
+        and isinstance(model.args[0], InitMessenger)
+        and callable(model.args[1])
+    ):
+        model = model.args[1]
+    return model

@@ -30,6 +30,11 @@ def test_the_prototype_finds_the_dependent_site():
     assert sites["a"].support_given is None
     support = sites["b"].support_given({"a": torch.tensor(0.75)})
     assert torch.allclose(support.upper_bound, torch.tensor(0.25))
+    # batched values (vectorized draws) give batched bounds
+    support = sites["b"].support_given({"a": torch.tensor([0.75, 0.5])})
+    assert torch.allclose(support.upper_bound, torch.tensor([0.25, 0.5]))
+    # without the value it depends on there is no support to give
+    assert sites["b"].support_given({}) is None
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,8 @@ def model(
     cov = cov + _JITTER * torch.eye(N, dtype=torch.float64)
     chol = torch.linalg.cholesky(cov).to(f_tilde.dtype)
     f = (chol @ f_tilde[..., None]).squeeze(-1)
+    if f.dim() > 1:  # draws batched left of the data plate: their (..., 1, N)
+        f = f.squeeze(-2)  # has a 1 where the plate's dim is f's own last dim
     with pyro.plate("data", N):
         pyro.sample("k", dist.Poisson(f.exp()), obs=k.to(f.dtype))
 
