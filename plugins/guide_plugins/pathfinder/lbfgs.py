@@ -2,7 +2,7 @@
 
 Pathfinder needs the whole optimisation path, not only its end, so this is a
 small L-BFGS of our own (two-loop recursion, weak Wolfe line search by
-bisection) that records each accepted iterate. It works in float64 on flat
+cubic interpolation) that records each accepted iterate. It works in float64 on flat
 vectors; ``value_and_grad(x)`` returns the log density and its gradient (as
 float64) and may return ``-inf`` or NaN outside the support, which the line
 search treats as "too far".
@@ -69,6 +69,49 @@ def _direction(
     return q
 
 
+@attrs.frozen
+class _Probe:
+    """One point of a line search: the step, the log density there and its
+    slope along the search direction."""
+
+    step: float
+    value: float
+    slope: float
+
+
+def _next_step(lo: _Probe, hi: _Probe | None) -> float:
+    """The next trial step of the line search.
+
+    Without an upper end (every step so far was too short, the slope still
+    steep) it grows the step 4x. Inside a bracket it takes the maximiser of
+    the cubic through both ends (values and slopes), kept inside the
+    bracket's middle 80%; an end outside the support gives bisection.
+    Bisection alone cost up to 20 evaluations for one step that overshot by
+    1e6 (measured on posteriordb's kidiq).
+    """
+    if hi is None:
+        return 4.0 * lo.step
+    width = hi.step - lo.step
+    guess = _cubic_max(lo, hi) if math.isfinite(hi.value) else math.nan
+    if not math.isfinite(guess):
+        return lo.step + 0.5 * width
+    return min(max(guess, lo.step + 0.1 * width), hi.step - 0.1 * width)
+
+
+def _cubic_max(a: _Probe, b: _Probe) -> float:
+    """The maximiser of the cubic interpolating value and slope at ``a`` and
+    ``b`` (NaN where it has none); Nocedal & Wright (3.59), for ascent."""
+    d1 = a.slope + b.slope - 3.0 * (a.value - b.value) / (a.step - b.step)
+    radicand = d1 * d1 - a.slope * b.slope
+    if not radicand >= 0.0:
+        return math.nan
+    d2 = math.copysign(math.sqrt(radicand), b.step - a.step)
+    denominator = 2.0 * d2 + a.slope - b.slope
+    if denominator == 0.0:
+        return math.nan
+    return b.step - (b.step - a.step) * (d2 + d1 - b.slope) / denominator
+
+
 def _finite(value: float, grad: torch.Tensor) -> bool:
     return math.isfinite(value) and bool(torch.isfinite(grad).all())
 
@@ -114,23 +157,32 @@ def lbfgs_path(
             pairs.clear()
             direction, slope = grad.clone(), float(grad @ grad)
         step = 1.0 if pairs else min(1.0, 1.0 / max(float(grad.norm()), _EPS))
-        lo, hi = 0.0, math.inf
-        accepted = None
+        lo, hi = _Probe(0.0, value, slope), None
+        accepted, unresolved = None, False
+        resolution = 10.0 * _EPS * max(abs(value), 1.0)
         for _ in range(max_line_search):
+            if step * slope < resolution:  # float64 cannot tell the gain apart
+                unresolved = True
+                break
             trial = x + step * direction
             t_value, t_grad = value_and_grad(trial)
             evaluations += 1
+            probe = _Probe(step, t_value, float(t_grad @ direction))
             if not _finite(t_value, t_grad) or t_value < value + 1e-4 * step * slope:
-                hi = step
-            elif float(t_grad @ direction) > 0.9 * slope:
-                lo = step
+                hi = probe
+            elif probe.slope > 0.9 * slope:
+                lo = probe
                 accepted = (trial, t_value, t_grad)  # Armijo holds; look further
             else:
                 accepted = (trial, t_value, t_grad)
                 break
-            step = 0.5 * (lo + hi) if math.isfinite(hi) else 2.0 * lo
+            step = _next_step(lo, hi)
         if accepted is None:
-            reason = "the line search found no better point"
+            reason = (
+                "the gain left is below the round-off of the log density"
+                if unresolved
+                else "the line search found no better point"
+            )
             break
         new_x, new_value, new_grad = accepted
         s, y = new_x - x, grad - new_grad  # y: the change of the negative gradient
