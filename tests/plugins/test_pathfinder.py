@@ -163,6 +163,32 @@ def test_errors_name_the_problem():
         registry.make("auto_pathfinder", subsampled).run(torch.zeros(10))
 
 
+def bounded_by_an_error(obs):
+    """``z`` with a N(0, 1) prior, ``obs ~ N(z, 0.3)``, and a model whose
+    density is only defined for ``|z| < 3``: Cholesky fails outside."""
+    z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    r = z / 3
+    one = torch.ones_like(r)
+    torch.linalg.cholesky(torch.stack([torch.stack([one, r]), torch.stack([r, one])]))
+    pyro.sample("obs", dist.Normal(z, 0.3), obs=obs)
+
+
+def test_points_where_the_model_raises_are_outside_the_support(float64):
+    from scipy import stats
+
+    pyro.set_rng_seed(0)
+    obs = torch.tensor(2.9)
+    guide = registry.make("auto_pathfinder", bounded_by_an_error, num_paths=4)
+    run = guide.run(obs)
+    draws = guide.draws[:, 0]
+    assert bool((draws.abs() < 3).all())
+    precision = 1 + 1 / 0.09
+    loc, scale = (2.9 / 0.09) / precision, precision**-0.5
+    exact = stats.truncnorm((-3 - loc) / scale, (3 - loc) / scale, loc, scale)
+    assert float(draws.mean()) == pytest.approx(exact.mean(), abs=0.15 * scale)
+    assert run.gradient_evaluations > 0
+
+
 def test_save_and_load_round_trip(tmp_path):
     pyro.set_rng_seed(0)
     guide = registry.make(

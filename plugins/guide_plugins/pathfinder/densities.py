@@ -6,9 +6,17 @@ for its ELBO and importance draws. The guide is run as a point mass at the
 points (its ``get_posterior`` returns a ``Delta`` while ``_point`` is set),
 so the log-dets and plates are exactly those of its own draws, and the model
 is replayed against it.
+
+Where the model raises a numerical error at a point (a covariance that is
+not positive definite at an extreme length scale, a distribution's check on
+an overflowed parameter), the density there is taken as ``-inf``, as Stan
+rejects a proposal whose model block throws: L-BFGS's line search then steps
+back, and such ELBO or importance draws get no weight.
 """
 
 from __future__ import annotations
+
+import math
 
 import pyro
 import torch
@@ -17,7 +25,10 @@ from pyro.poutine.util import site_is_subsample
 
 from guide_core.core.guide import unwrap_init
 
-__all__ = ["DrawDensities"]
+__all__ = ["DOMAIN_ERRORS", "DrawDensities"]
+
+#: What a model raises where its density is numerically undefined.
+DOMAIN_ERRORS = (torch.linalg.LinAlgError, ValueError)
 
 
 class DrawDensities:
@@ -27,6 +38,8 @@ class DrawDensities:
     _point: torch.Tensor | None = None
     _vectorizes: bool | None = None
     _plate_nesting: int | None = None
+    #: The last numerical error a model raised at a point (for the notes).
+    last_rejection: str | None = None
 
     def _traces(self, point: torch.Tensor, args: tuple, kwargs: dict) -> tuple:
         self._point = point
@@ -43,6 +56,17 @@ class DrawDensities:
         """``log p(x, z) + log |det J|`` at one flat unconstrained ``z``."""
         model_trace, guide_trace = self._traces(z, args, kwargs)
         return model_trace.log_prob_sum() - guide_trace.log_prob_sum()
+
+    def _log_density_or_reject(
+        self, z: torch.Tensor, args: tuple, kwargs: dict
+    ) -> torch.Tensor:
+        """:meth:`_log_density`, or ``-inf`` (with a zero gradient) where the
+        model raises one of :data:`DOMAIN_ERRORS` at ``z``."""
+        try:
+            return self._log_density(z, args, kwargs)
+        except DOMAIN_ERRORS as exc:
+            self.last_rejection = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            return z.sum() * 0.0 - math.inf
 
     def _nesting(self, z: torch.Tensor, args: tuple, kwargs: dict) -> int:
         """The batch dims the model's plates use (observed sites included)."""
@@ -66,7 +90,7 @@ class DrawDensities:
         if zs.shape[0] > 1 and self._vectorizes is None:
             probe = zs[:3]
             one_by_one = torch.stack(
-                [self._log_density(z, args, kwargs) for z in probe]
+                [self._log_density_or_reject(z, args, kwargs) for z in probe]
             )
             try:
                 out = self._vectorized(probe, args, kwargs)
@@ -78,8 +102,11 @@ class DrawDensities:
             except Exception:  # noqa: BLE001 - any failure: one at a time
                 self._vectorizes = False
         if zs.shape[0] > 1 and self._vectorizes:
-            return self._vectorized(zs, args, kwargs)
-        return torch.stack([self._log_density(z, args, kwargs) for z in zs])
+            try:
+                return self._vectorized(zs, args, kwargs)
+            except DOMAIN_ERRORS:  # some row is outside: find it one at a time
+                pass
+        return torch.stack([self._log_density_or_reject(z, args, kwargs) for z in zs])
 
     def _vectorized(self, zs: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
         nesting = self._nesting(zs[0], args, kwargs)

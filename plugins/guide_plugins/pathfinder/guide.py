@@ -247,7 +247,7 @@ class AutoPathfinder(LaplaceMixin, DrawDensities, AutoContinuous):
             counts["grad"] += 1
             z = x.to(dtype).detach().requires_grad_(True)
             with torch.enable_grad():
-                value = self._log_density(z, args, kwargs)
+                value = self._log_density_or_reject(z, args, kwargs)
                 if not bool(torch.isfinite(value)):
                     return float(value.detach()), torch.full_like(x, math.nan)
                 (grad,) = torch.autograd.grad(value, z)
@@ -262,6 +262,7 @@ class AutoPathfinder(LaplaceMixin, DrawDensities, AutoContinuous):
         kept, elbos, iterations, notes = [], [], [], []
         for p in range(self.num_paths):
             start = self._start(p, args, kwargs).double()
+            self.last_rejection = None
             try:
                 path = lbfgs_path(
                     value_and_grad,
@@ -274,7 +275,10 @@ class AutoPathfinder(LaplaceMixin, DrawDensities, AutoContinuous):
                 kept.append(None)
                 elbos.append(-math.inf)
                 iterations.append(0)
-                notes.append(str(exc))
+                raised = self.last_rejection
+                notes.append(
+                    f"{exc} (the model raised {raised})" if raised else str(exc)
+                )
                 continue
             best, best_elbo = self._best_along(path, densities)
             kept.append(best)

@@ -88,9 +88,12 @@ def newton_mode(
     x, evaluations = start.detach().clone(), 0
     for _ in range(max_iters):
         value, grad = _value_and_grad(log_density, x)
+        evaluations += 1
+        if not math.isfinite(value):
+            return Laplace(None, None, evaluations, "the log density is not finite")
         hessian = _hessian(log_density, x).detach()
-        evaluations += 1 + dim
-        if not (math.isfinite(value) and bool(torch.isfinite(hessian).all())):
+        evaluations += dim
+        if not bool(torch.isfinite(hessian).all()):
             return Laplace(None, None, evaluations, "the log density is not finite")
         factor, info = torch.linalg.cholesky_ex(-hessian)
         if int(info) != 0:
@@ -180,7 +183,7 @@ class LaplaceMixin:
         start = self.moments()[0].detach()
 
         def log_density(z: torch.Tensor) -> torch.Tensor:
-            return self._log_density(z.to(start.dtype), args, kwargs)
+            return self._log_density_or_reject(z.to(start.dtype), args, kwargs)
 
         return newton_mode(log_density, start)
 
