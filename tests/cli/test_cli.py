@@ -261,6 +261,7 @@ def test_fit_progress_off_a_terminal_is_a_few_lines(capsys):
         "500",
         "--tol",
         "1e-12",
+        "--no-start",  # the old loop, which --tol keeps going for all 500 steps
         "--no-khat",
         "--num-samples",
         "10",
