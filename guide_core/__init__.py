@@ -67,6 +67,7 @@ from .workflow.fitting import FitResult, NonFiniteLossError, fit
 from .workflow.persist import FORMAT_VERSION, load, save
 from .workflow.plots import plot_compare, plot_fit
 from .workflow.posterior import Summary, sample_posterior, summary, to_inference_data
+from .workflow.svi import SVI
 
 __version__ = "0.1.0"
 
@@ -89,6 +90,7 @@ __all__ = [
     "NonFiniteLossError",
     "PlateFacts",
     "Prototype",
+    "SVI",
     "RegistryError",
     "SiteFacts",
     "Summary",

@@ -6,6 +6,12 @@ same settings is the same computation, done by one fused kernel (Adam,
 AdamW) or a few multi-tensor (``foreach``) kernels instead of one call per
 tensor. :func:`map_optimizer`
 makes it exactly when it is exact, and refuses with a reason otherwise.
+
+The state is the ``pyro.optim`` optimizer's own: each parameter still gets
+its per-parameter torch optimizer from it (which loads any state given by
+``set_state`` or ``load``), and the one optimizer's state entry for that
+parameter is the same dict. So ``get_state``, ``save`` and a resumed run see
+exactly the update that ran.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ _ELEMENTWISE = (
     ScaledAdam,
 )
 _NO_FOREACH = (ClippedAdam, ScaledAdam)
+# Their step changes their settings: ClippedAdam decays its learning rate.
+_DECAYS_LR = (ClippedAdam,)
 # Their fused kernel is the same update as the per-parameter one, in one call.
 _FUSED = (torch.optim.Adam, torch.optim.AdamW)
 
@@ -77,6 +85,7 @@ class MappedOptimizer:
         self.clips: dict[torch.Tensor, dict] = {}
         self._known: set[int] = set()
         self._direct: DirectFusedAdam | None = None
+        self._own: dict[torch.Tensor, torch.optim.Optimizer] = {}
 
     def add(self, params: Iterable[torch.Tensor]) -> None:
         """Give the optimizer the parameters it has not seen yet.
@@ -87,10 +96,12 @@ class MappedOptimizer:
         new = [p for p in params if id(p) not in self._known]
         if not new:
             return
+        own = self._own_optimizers(new)
+        self._own.update(own)
         groups: dict[tuple, dict] = {}
         for p in new:
             self._known.add(id(p))
-            args = dict(self.optim._get_optim_args(p))
+            args = _settings(own[p])
             clip = self.optim._get_grad_clip_args(p)
             if clip:
                 self.clips[p] = dict(clip)
@@ -104,12 +115,43 @@ class MappedOptimizer:
             groups_left = list(groups.values())
         for group in groups_left:
             self.torch_optimizer.add_param_group(group)
+        for p in new:  # one state, seen by both optimizers
+            self.torch_optimizer.state[p] = own[p].state[p]
         self._direct = None  # new params: the next step is a full one
+
+    def _own_optimizers(
+        self, params: list[torch.Tensor]
+    ) -> dict[torch.Tensor, torch.optim.Optimizer]:
+        """Each param's torch optimizer in the ``pyro.optim`` optimizer, made
+        where missing as Pyro's first step makes it (with any state waiting
+        for it from ``set_state``/``load``), but not stepped: a step with no
+        gradient still decays ClippedAdam's learning rate."""
+        objs = self.optim.optim_objs
+        missing = [p for p in params if p not in objs]
+        try:
+            waiting = self.optim._state_waiting_to_be_consumed
+            for p in missing:
+                objs[p] = self.optim._get_optim(p)
+                self.optim.grad_clip[p] = self.optim._get_grad_clip(p)
+                state = waiting.pop(pyro.get_param_store().param_name(p), None)
+                if state is not None:
+                    objs[p].load_state_dict(state)
+        except AttributeError:  # another Pyro: its own call, with no gradient
+            missing = [p for p in missing if p not in objs]
+            grads = [p.grad for p in missing]
+            try:
+                for p in missing:
+                    p.grad = None
+                self.optim(missing)
+            finally:
+                for p, g in zip(missing, grads):
+                    p.grad = g
+        return {p: objs[p] for p in params}
 
     def _make(self, groups: list[dict]) -> torch.optim.Optimizer:
         """The torch optimizer: fused kernels for Adam, else multi-tensor ones."""
         first = groups[0]
-        chosen = any(k in first for k in ("foreach", "fused", "differentiable"))
+        chosen = any(first.get(k) for k in ("foreach", "fused", "differentiable"))
         if self.constructor in _NO_FOREACH or chosen:
             return self.constructor(groups)
         if self.constructor in _FUSED:
@@ -134,9 +176,24 @@ class MappedOptimizer:
         if self._direct is None or not self._direct.step():
             self.torch_optimizer.step()
             self._direct = DirectFusedAdam.of(self.torch_optimizer)
+        if self.constructor in _DECAYS_LR:  # the per-parameter ones show it too
+            for group in self.torch_optimizer.param_groups:
+                for p in group["params"]:
+                    self._own[p].param_groups[0]["lr"] = group["lr"]
         for group in self.torch_optimizer.param_groups:
             for p in group["params"]:
                 p.grad = None
+
+
+def _settings(optimizer: torch.optim.Optimizer) -> dict:
+    """A per-parameter optimizer's settings (as loaded, if state was), less
+    the implementation choices it left to torch (``foreach``/``fused`` None)."""
+    group = optimizer.param_groups[0]
+    return {
+        k: v
+        for k, v in group.items()
+        if k != "params" and not (k in ("foreach", "fused") and v is None)
+    }
 
 
 def map_optimizer(optim: Any) -> MappedOptimizer:
@@ -154,9 +211,8 @@ def map_optimizer(optim: Any) -> MappedOptimizer:
     Raises
     ------
     NotMappable
-        For learning-rate schedulers, optimizers that are not element-wise
-        (or not known to be), and optimizers that already hold state (a
-        resumed fit), each with the reason.
+        For learning-rate schedulers and optimizers that are not element-wise
+        (or not known to be), each with the reason.
     """
     if isinstance(optim, PyroLRScheduler):
         raise NotMappable(
@@ -170,10 +226,5 @@ def map_optimizer(optim: Any) -> MappedOptimizer:
             f"the optimizer {name} has no exact one-optimizer counterpart here "
             "(known: Adam, AdamW, SGD, Adagrad, RMSprop, Adamax, NAdam, RAdam, "
             "Adadelta, Rprop, ClippedAdam)"
-        )
-    if optim.optim_objs or optim._state_waiting_to_be_consumed:
-        raise NotMappable(
-            "the optimizer already holds per-parameter state (a resumed fit); "
-            "it is left to Pyro so that state is kept"
         )
     return MappedOptimizer(optim)

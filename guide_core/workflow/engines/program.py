@@ -45,7 +45,14 @@ def _layout(t: torch.Tensor) -> tuple:
     return (tuple(t.shape), t.stride(), t.dtype, t.device)
 
 
-def _describe(value: Any, top: bool = True) -> Any:
+def _lifted(value: Any) -> bool:
+    """Whether a top-level argument is a Python float made an input."""
+    return type(value) is float
+
+
+def _describe(value: Any, top: bool = True, lift: bool = False) -> Any:
+    if top and lift and _lifted(value):
+        return ("float",)
     if isinstance(value, torch.Tensor):
         # a top-level tensor is an input of the program; one nested in a
         # container is captured as a constant: known by identity and version
@@ -64,7 +71,12 @@ def _describe(value: Any, top: bool = True) -> Any:
     return ("value", type(value).__name__, value)
 
 
-def signature(params: Sequence[tuple[str, torch.Tensor]], args: tuple, kwargs: dict):
+def signature(
+    params: Sequence[tuple[str, torch.Tensor]],
+    args: tuple,
+    kwargs: dict,
+    lift: bool = False,
+):
     """What a program assumed: shapes, strides, dtypes and devices of the inputs.
 
     Parameters
@@ -76,6 +88,8 @@ def signature(params: Sequence[tuple[str, torch.Tensor]], args: tuple, kwargs: d
         shape, strides, dtype and device; tensors inside containers (captured
         as constants) by identity; other values by value (by identity if
         they are not hashable).
+    lift : bool
+        Top-level Python floats are inputs too (any value, one program).
 
     Returns
     -------
@@ -84,16 +98,32 @@ def signature(params: Sequence[tuple[str, torch.Tensor]], args: tuple, kwargs: d
     """
     return (
         tuple((n, id(p), *_layout(p)) for n, p in params),
-        tuple(_describe(a) for a in args),
-        tuple((k, _describe(v)) for k, v in sorted(kwargs.items())),
+        tuple(_describe(a, True, lift) for a in args),
+        tuple((k, _describe(v, True, lift)) for k, v in sorted(kwargs.items())),
     )
 
 
-def split_args(args: tuple, kwargs: dict) -> tuple[list[torch.Tensor], Callable]:
-    """The tensors among the top-level arguments, and how to put them back."""
-    slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
-    keys = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
-    tensors = [args[i] for i in slots] + [kwargs[k] for k in keys]
+def split_args(
+    args: tuple, kwargs: dict, lift: bool = False
+) -> tuple[list[torch.Tensor], Callable]:
+    """The tensors among the top-level arguments, and how to put them back.
+
+    With ``lift``, top-level Python floats are among them, as 0-d tensors of
+    the default dtype (a KL weight that changes every step is then an input
+    of one program, not a constant of a new one each step).
+    """
+
+    def is_input(value: Any) -> bool:
+        return isinstance(value, torch.Tensor) or (lift and _lifted(value))
+
+    def as_tensor(value: Any) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value
+        return torch.tensor(value, dtype=torch.get_default_dtype())
+
+    slots = [i for i, a in enumerate(args) if is_input(a)]
+    keys = [k for k, v in kwargs.items() if is_input(v)]
+    tensors = [as_tensor(args[i]) for i in slots] + [as_tensor(kwargs[k]) for k in keys]
 
     def rebuild(values: Sequence[torch.Tensor]) -> tuple[tuple, dict]:
         new_args, new_kwargs = list(args), dict(kwargs)
@@ -140,6 +170,7 @@ class StepProgram:
         self.graph, self.used, self.compiled = graph, used, False
         self._run: Callable = graph
         self.finite: torch.Tensor | None = None
+        self.replays = 0  # counted by the trainer, for its checks
 
     def compile(self) -> None:
         """Route calls through inductor, ``torch.compile``'s back end.
@@ -205,6 +236,7 @@ def record(
     args: tuple,
     kwargs: dict,
     reuse: bool = True,
+    lift: bool = False,
 ) -> tuple[StepProgram, float]:
     """Capture one step of ``loss_fn``; return the program and the seconds taken.
 
@@ -213,7 +245,8 @@ def record(
     ``reuse``, a forward call repeated on the same inputs is computed once
     (:class:`~.repeats.ReuseRepeats`: one backward pass for both uses); if a
     result so shared is written to later, the step is captured again
-    without it.
+    without it. With ``lift``, top-level Python floats are inputs (see
+    :func:`split_args`).
 
     Raises
     ------
@@ -224,7 +257,7 @@ def record(
     """
     names = [n for n, _ in params]
     leaves = [p for _, p in params]
-    tensors, rebuild = split_args(args, kwargs)
+    tensors, rebuild = split_args(args, kwargs, lift)
     used: list[bool] = []
     seen: set[str] = set()
 
@@ -254,7 +287,9 @@ def record(
         raise
     except _SharedWrite:
         spent = time.perf_counter() - start  # the discarded capture counts too
-        program, seconds = record(loss_fn, model, guide, params, args, kwargs, False)
+        program, seconds = record(
+            loss_fn, model, guide, params, args, kwargs, False, lift
+        )
         return program, spent + seconds
     except Exception as exc:  # noqa: BLE001 - any capture failure means eager
         what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

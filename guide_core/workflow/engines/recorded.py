@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 
 import pyro
@@ -61,6 +62,18 @@ class RecordedTrainer:
         The planned steps (for ``"auto"``).
     check_every : int or None
         Also check the program against eager every this many steps.
+    check_first : int
+        Also check each program's first this many replays.
+    lift_numbers : bool
+        Top-level Python float arguments are inputs of the program (one
+        program for any value), unless a capture with them fails.
+    max_programs : int
+        Programs kept, one per signature of the inputs.
+    evict : bool
+        When ``max_programs`` are kept, a new signature drops the least
+        recently used program (else the trainer runs eager from then on).
+    who : str
+        Who runs the steps, for warnings.
     """
 
     def __init__(
@@ -74,13 +87,19 @@ class RecordedTrainer:
         mode: str,
         steps: int,
         check_every: int | None = None,
+        check_first: int = 0,
+        lift_numbers: bool = False,
+        max_programs: int = MAX_PROGRAMS,
+        evict: bool = False,
+        who: str = "guide_core.fit",
     ):
         self.svi, self.args, self.kwargs = svi, args, kwargs
         self.loss_fn, self.optimizer, self.mode = loss_fn, optimizer, mode
         self.steps, self.check_every = steps, check_every
+        self.check_first, self.lift = check_first, lift_numbers
+        self.max_programs, self.evict, self.who = max_programs, evict, who
         self.params: dict[str, torch.Tensor] = {}
-        self.programs: dict[tuple, StepProgram] = {}
-        self.tensors, _ = split_args(args, kwargs)
+        self.programs: OrderedDict[tuple, StepProgram] = OrderedDict()
         self.engine = "compiled" if mode == "compiled" else "recorded"
         self.reason = "asked for" if mode != "auto" else "auto: recordable"
         self.eager = False
@@ -92,10 +111,14 @@ class RecordedTrainer:
             _own_grads
         )
 
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        """The program's inputs among the model's arguments."""
+        return split_args(self.args, self.kwargs, self.lift)[0]
+
     def set_inputs(self, args: tuple, kwargs: dict) -> None:
         """Use new model arguments from the next step (a new signature records anew)."""
         self.args, self.kwargs = args, kwargs
-        self.tensors, _ = split_args(args, kwargs)
 
     def zero_grads(self) -> None:
         """Drop every gradient (after an interrupted or failed step)."""
@@ -131,30 +154,44 @@ class RecordedTrainer:
         if any(store.get(n) is not p for n, p in self.params.items()):
             self.params = {}  # a param was replaced: one eager step finds them again
             return None
-        key = signature(list(self.params.items()), self.args, self.kwargs)
-        program = self.programs.get(key)
+        program = self.programs.get(self._key())
         if program is None:
-            if len(self.programs) >= MAX_PROGRAMS:
-                self._fall_back(
-                    f"the inputs changed signature more than {MAX_PROGRAMS} times"
-                )
-                return None
+            if len(self.programs) >= self.max_programs:
+                if not self.evict:
+                    self._fall_back(
+                        "the inputs changed signature more than "
+                        f"{self.max_programs} times"
+                    )
+                    return None
+                self.programs.popitem(last=False)  # the least recently used
             program = self._record(number)
             if program is not None:
-                self.programs[key] = program
-        elif self.check_every and number % self.check_every == 0:
+                self.programs[self._key()] = program  # lifting may have changed
+            return program
+        self.programs.move_to_end(self._key())
+        program.replays += 1
+        early = program.replays <= self.check_first
+        if early or (self.check_every and number % self.check_every == 0):
             mismatch = self._check(program, _SEEDS[:1])
             if mismatch:
                 self._fall_back(f"step {number} differs from eager: {mismatch}")
                 return None
         return program
 
+    def _key(self) -> tuple:
+        return signature(list(self.params.items()), self.args, self.kwargs, self.lift)
+
     def _record(self, number: int) -> StepProgram | None:
         params = list(self.params.items())
-        for reuse in (True, False):  # without reuse of repeats, if it differs
+        # without floats as inputs, then without reuse of repeats, if it differs
+        attempts = [(lift, reuse) for lift in (True, False) for reuse in (True, False)]
+        if not self.lift:
+            attempts = attempts[2:]
+        for lift, reuse in attempts:
+            self.lift = lift
             try:
                 program, seconds = run_seeded(
-                    lambda reuse=reuse: record(
+                    lambda reuse=reuse, lift=lift: record(
                         self.loss_fn,
                         self.svi.model,
                         self.svi.guide,
@@ -162,11 +199,14 @@ class RecordedTrainer:
                         self.args,
                         self.kwargs,
                         reuse,
+                        lift,
                     ),
                     _SEEDS[0],
                     self.params.values(),
                 )
             except NotRecordable as exc:
+                if lift:
+                    continue
                 self._fall_back(f"the step cannot be recorded: {exc}")
                 return None
             self.record_seconds.append(seconds)
@@ -201,7 +241,7 @@ class RecordedTrainer:
             program.uncompile()
             self.engine, self.reason = "recorded", f"compile failed: {mismatch}"
             warnings.warn(
-                f"guide_core.fit: the compiled step is not used ({mismatch}); "
+                f"{self.who}: the compiled step is not used ({mismatch}); "
                 "running the recorded step",
                 RuntimeWarning,
                 stacklevel=4,
@@ -262,6 +302,6 @@ class RecordedTrainer:
         self.eager, self.engine, self.reason = True, "eager", reason
         if warn:
             warnings.warn(
-                f"guide_core.fit runs eager: {reason}", RuntimeWarning, stacklevel=4
+                f"{self.who} runs eager: {reason}", RuntimeWarning, stacklevel=4
             )
         self.on_change()

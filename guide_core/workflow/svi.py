@@ -1,0 +1,154 @@
+"""``guide_core.SVI``: ``pyro.infer.SVI`` whose step replays a recorded program.
+
+A Pyro program calls ``svi.step(batch)`` in a loop of its own: mini-batches
+from a ``DataLoader``, a KL weight that changes every step, Lightning. This
+class is ``pyro.infer.SVI`` (a subclass, with its constructor, ``step``,
+``evaluate_loss`` and attributes) whose ``step`` runs the recorded engine of
+:mod:`guide_core.workflow.engines`: the step is captured once per signature
+of its inputs (shapes, dtypes and devices of the tensor arguments; Python
+floats are inputs too, so a weight that changes every step replays the same
+program), checked against Pyro's own step on the same draws, and replayed.
+The parameters stay in Pyro's param store under Pyro's names, and the update
+runs on the state of the user's ``optim`` (``get_state``, ``set_state``,
+``save`` and ``load`` give and take it). What cannot be recorded runs Pyro's
+own step, with the reason said once.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+from pyro.infer import SVI as PyroSVI
+from pyro.infer.elbo import ELBO
+
+from .engines import BadStep
+from .engines.choose import check_engine, plan
+from .engines.recorded import RecordedTrainer
+
+__all__ = ["CHECKS", "SVI"]
+
+#: When a replayed step is checked against Pyro's eager step on the same
+#: draws: the first ``early`` replays of each program, then every ``every``
+#: steps (a model that reads Python state outside its arguments, such as a
+#: global annealing factor, is caught there and runs eager from then on).
+CHECKS = {"early": 2, "every": 200}
+
+
+class SVI(PyroSVI):
+    """Stochastic variational inference, as ``pyro.infer.SVI``, on the
+    recorded engine.
+
+    Parameters
+    ----------
+    model, guide, optim, loss, loss_and_grads, num_samples, num_steps :
+        As for ``pyro.infer.SVI``.
+    engine : {"auto", "recorded", "eager"}
+        ``"auto"`` (the default) and ``"recorded"`` replay a recorded step
+        where they can and run Pyro's step where they cannot (``"recorded"``
+        warns then); ``"eager"`` is Pyro's step, always.
+    check_every : int or None
+        Check a replayed step against Pyro's every this many steps (besides
+        the first replays of each program); None: only the first replays.
+
+    Attributes
+    ----------
+    engine : str
+        What runs now: ``"recorded"`` or ``"eager"``.
+    reason : str
+        Why (said once, as a warning, when a recorded engine falls back).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        optim: pyro.optim.PyroOptim,
+        loss: ELBO | Callable,
+        loss_and_grads: Callable | None = None,
+        num_samples: int = 0,
+        num_steps: int = 0,
+        *,
+        engine: str = "auto",
+        check_every: int | None = CHECKS["every"],
+        **kwargs: Any,
+    ):
+        super().__init__(
+            model, guide, optim, loss, loss_and_grads, num_samples, num_steps, **kwargs
+        )
+        if check_engine(engine) == "compiled":
+            raise ValueError(
+                "'engine': 'compiled' is for guide_core.fit, which knows how many "
+                "steps will pay for compiling; SVI takes 'auto', 'recorded' or "
+                "'eager'"
+            )
+        self._asked = engine
+        self._elbo = loss if isinstance(loss, ELBO) else None
+        self._check_every = check_every
+        self._trainer: RecordedTrainer | None = None
+        self._steps = 0
+        self._warned: set[str] = set()
+        self.engine = "eager" if engine == "eager" else "recorded"
+        self.reason = "asked for" if engine != "auto" else "auto"
+
+    def step(self, *args: Any, **kwargs: Any) -> float:
+        """Take one gradient step; return the loss (as ``pyro.infer.SVI``)."""
+        self._steps += 1
+        trainer = self._trainer_for(args, kwargs)
+        if trainer is None:
+            return super().step(*args, **kwargs)
+        trainer.set_inputs(args, kwargs)
+        try:
+            loss = trainer.step(self._steps)
+        except BadStep as exc:
+            trainer.zero_grads()
+            self._say(
+                f"step {exc.step} was not applied: its {exc.what}",
+                "the parameters keep their last finite values",
+            )
+            return math.nan
+        finally:
+            self.engine, self.reason = trainer.engine, trainer.reason
+        return loss
+
+    def _trainer_for(self, args: tuple, kwargs: dict) -> RecordedTrainer | None:
+        if self._trainer is not None:
+            return self._trainer
+        if self._asked == "eager":
+            return None
+        why_not = None
+        if self._elbo is None:
+            why_not = "the loss is not a pyro.infer ELBO"
+        else:
+            loss_fn, optimizer, why_not = plan(self._elbo, self.optim)
+        if why_not is not None:
+            self.engine, self.reason = "eager", why_not
+            if self._asked != "auto":
+                self._say(f"SVI runs Pyro's step: {why_not}")
+            return None
+        self._trainer = RecordedTrainer(
+            self,
+            args,
+            kwargs,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            mode="recorded",
+            steps=0,
+            check_every=self._check_every,
+            check_first=CHECKS["early"],
+            lift_numbers=True,
+            evict=True,
+            who="guide_core.SVI",
+        )
+        return self._trainer
+
+    def _say(self, what: str, then: str = "") -> None:
+        """Warn once per reason."""
+        if what in self._warned:
+            return
+        self._warned.add(what)
+        message = f"guide_core.SVI: {what}" + (f"; {then}" if then else "")
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
