@@ -63,6 +63,7 @@ from .registry.hookspecs import hookimpl, hookspec
 from .registry.spec import BackendSpec, Capabilities, GuideSpec, InitStrategySpec
 from .workflow.auto import compose
 from .workflow.diagnostics import KHat, psis_khat
+from .workflow.elbo_module import ELBOModule
 from .workflow.fitting import FitResult, NonFiniteLossError, fit
 from .workflow.persist import FORMAT_VERSION, load, save
 from .workflow.plots import plot_compare, plot_fit
@@ -81,6 +82,7 @@ __all__ = [
     "BrokenPluginError",
     "Capabilities",
     "DuplicateNameError",
+    "ELBOModule",
     "FitResult",
     "GuideSpec",
     "InitMessenger",

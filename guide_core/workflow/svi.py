@@ -54,6 +54,9 @@ class SVI(PyroSVI):
         Check a replayed step against Pyro's every this many steps (besides
         the first replays of each program); None: only the first replays.
 
+    A step whose loss or a gradient is not finite is not applied (Pyro's
+    would write NaN into the parameters): it warns once and returns NaN.
+
     Attributes
     ----------
     engine : str

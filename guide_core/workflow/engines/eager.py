@@ -65,9 +65,10 @@ def eager_loss_and_grads(
     """
     with poutine.trace(param_only=True) as capture:
         loss = svi.loss_and_grads(svi.model, svi.guide, *args, **kwargs)
-    params = {
+    params = {  # module-local params (no store entry) are their modules'
         name: site["value"].unconstrained()
         for name, site in capture.trace.nodes.items()
+        if hasattr(site["value"], "unconstrained")
     }
     return float(loss), params
 

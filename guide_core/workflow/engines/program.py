@@ -259,7 +259,7 @@ def record(
     leaves = [p for _, p in params]
     tensors, rebuild = split_args(args, kwargs, lift)
     used: list[bool] = []
-    seen: set[str] = set()
+    seen: dict[str, torch.Tensor | None] = {}  # param site -> its leaf, if known
 
     def step(*flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
         ps = list(flat[: len(leaves)])
@@ -269,7 +269,9 @@ def record(
             loss = loss_fn(model, guide, new_args, new_kwargs)
         if reuse and repeats.stale():
             raise _SharedWrite
-        seen.update(capture.trace.nodes)
+        for name, site in capture.trace.nodes.items():
+            unconstrained = getattr(site["value"], "unconstrained", None)
+            seen[name] = unconstrained() if callable(unconstrained) else None
         if not torch.is_tensor(loss) or not loss.requires_grad:
             raise NotRecordable("the loss does not depend on any parameter")
         grads = torch.autograd.grad(loss, ps, allow_unused=True)
@@ -296,7 +298,13 @@ def record(
         if "value out of a tracing tensor" in what or "data-dependent" in what:
             what = "it reads a tensor's value into Python"
         raise NotRecordable(f"{what} at {_user_line(exc)}") from exc
-    extra = sorted(seen - set(names))
+    # a param the step reads but was not given would be a constant of the
+    # program; a module-local one (no param store entry) is known by its module
+    given = {id(p) for p in leaves}
+    extra = sorted(
+        n for n, leaf in seen.items() if n not in names and id(leaf) not in given
+    )
+    extra = [n for n in extra if seen[n] is not None]
     if extra:
         raise NotRecordable(f"the step uses params it was not given: {extra}")
     try:  # shorter and through the bindings; on any doubt, as captured

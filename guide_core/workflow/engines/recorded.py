@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import pyro
 import torch
@@ -36,6 +36,10 @@ __all__ = ["MAX_PROGRAMS", "RecordedTrainer"]
 
 MAX_PROGRAMS = 8  # signatures recorded in one fit before it runs eager
 _SEEDS = (0x5EED, 0xC0FFEE)
+
+
+def _store_params() -> Iterable[torch.Tensor]:
+    return (p for _, p in pyro.get_param_store().named_parameters())
 
 
 def _own_grads(number: int, loss: float, params: dict[str, torch.Tensor]) -> float:
@@ -74,6 +78,9 @@ class RecordedTrainer:
         recently used program (else the trainer runs eager from then on).
     who : str
         Who runs the steps, for warnings.
+    known_params : callable or None
+        The parameters that exist now (default: the param store's); a
+        program whose params are not all among them is not replayed.
     """
 
     def __init__(
@@ -92,12 +99,14 @@ class RecordedTrainer:
         max_programs: int = MAX_PROGRAMS,
         evict: bool = False,
         who: str = "guide_core.fit",
+        known_params: Callable[[], Iterable[torch.Tensor]] | None = None,
     ):
         self.svi, self.args, self.kwargs = svi, args, kwargs
         self.loss_fn, self.optimizer, self.mode = loss_fn, optimizer, mode
         self.steps, self.check_every = steps, check_every
         self.check_first, self.lift = check_first, lift_numbers
         self.max_programs, self.evict, self.who = max_programs, evict, who
+        self.known_params = known_params or _store_params
         self.params: dict[str, torch.Tensor] = {}
         self.programs: OrderedDict[tuple, StepProgram] = OrderedDict()
         self.engine = "compiled" if mode == "compiled" else "recorded"
@@ -126,7 +135,7 @@ class RecordedTrainer:
 
     def step(self, number: int) -> float:
         """Run step ``number``; return its loss."""
-        program = None if self.eager or not self.params else self._program(number)
+        program = self.program_for(number)
         if program is None:
             return self._eager_step(number)
         names, leaves = list(self.params), list(self.params.values())
@@ -139,6 +148,15 @@ class RecordedTrainer:
         self.optimizer.step(leaves)
         return loss
 
+    def program_for(self, number: int) -> StepProgram | None:
+        """The program that runs step ``number`` (recorded and checked here
+        when its signature is new), or None where the step runs eager."""
+        return None if self.eager or not self.params else self._program(number)
+
+    def note_params(self, params: dict[str, torch.Tensor]) -> None:
+        """The params an eager step used (by name), for the next program."""
+        self.params.update(params)
+
     def _eager_step(self, number: int) -> float:
         loss, params = eager_loss_and_grads(self.svi, self.args, self.kwargs)
         self.params.update(params)
@@ -150,8 +168,8 @@ class RecordedTrainer:
         return loss
 
     def _program(self, number: int) -> StepProgram | None:
-        store = dict(pyro.get_param_store().named_parameters())
-        if any(store.get(n) is not p for n, p in self.params.items()):
+        alive = {id(p) for p in self.known_params()}
+        if any(id(p) not in alive for p in self.params.values()):
             self.params = {}  # a param was replaced: one eager step finds them again
             return None
         program = self.programs.get(self._key())
