@@ -25,7 +25,7 @@ from pyro.infer.elbo import ELBO
 
 from .engines.losses import NotRecordable, recordable_loss
 from .engines.recorded import RecordedTrainer
-from .svi import CHECKS
+from .svi import CHECKS, RECORD_AFTER
 
 __all__ = ["ELBOModule"]
 
@@ -54,8 +54,11 @@ class ELBOModule(torch.nn.Module):
         autoguide, become submodules, so ``parameters()`` holds the guide's).
     elbo : pyro.infer.ELBO
         Such as ``Trace_ELBO()``.
-    engine : {"auto", "eager"}
-        ``"eager"``: always Pyro's ``differentiable_loss``.
+    engine : {"auto", "recorded", "eager"}
+        ``"recorded"`` replays from the second call where it can;
+        ``"auto"`` (the default) after :data:`~.svi.RECORD_AFTER` calls of
+        Pyro's loss (a short loop never pays for a recording); ``"eager"``:
+        always Pyro's ``differentiable_loss``.
     check_every : int or None
         Check a replayed loss and gradients against Pyro's every this many
         calls (besides the first replays of each program).
@@ -76,13 +79,16 @@ class ELBOModule(torch.nn.Module):
         check_every: int | None = CHECKS["every"],
     ):
         super().__init__()
-        if engine not in ("auto", "eager"):
-            raise ValueError(f"'engine' must be 'auto' or 'eager': {engine!r}")
+        if engine not in ("auto", "recorded", "eager"):
+            raise ValueError(
+                f"'engine' must be 'auto', 'recorded' or 'eager': {engine!r}"
+            )
         self.model, self.guide, self.elbo = model, guide, elbo
+        self._asked = engine
         self._calls = itertools.count(1)
         self._trainer: RecordedTrainer | None = None
         self.engine, self.reason = "eager", "asked for"
-        if engine == "auto":
+        if engine != "eager":
             try:
                 loss_fn = recordable_loss(elbo)
             except NotRecordable as exc:
@@ -106,7 +112,7 @@ class ELBOModule(torch.nn.Module):
                     who="guide_core.ELBOModule",
                     known_params=self._known_params,
                 )
-                self.engine, self.reason = "recorded", "auto"
+                self.engine, self.reason = "recorded", engine
 
     def _known_params(self) -> Iterator[torch.Tensor]:
         yield from self.parameters()  # module-local params (PyroModule)
@@ -115,8 +121,9 @@ class ELBOModule(torch.nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The loss (a differentiable tensor), as Pyro's ``ELBOModule``."""
         trainer, number = self._trainer, next(self._calls)
+        waiting = self._asked == "auto" and number <= RECORD_AFTER
         program = None
-        if trainer is not None:
+        if trainer is not None and not waiting:
             trainer.set_inputs(args, kwargs)
             leaves = list(trainer.params.values())
             kept = [p.grad for p in leaves]  # accumulated: out of the checks' way

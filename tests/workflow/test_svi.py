@@ -75,7 +75,7 @@ def test_the_same_losses_as_pyro_svi(name):
     x, y = _data()
     batches = [(x, y)] * 50
     want, _ = _losses(pyro.infer.SVI, GUIDES[name], batches)
-    got, svi = _losses(guide_core.SVI, GUIDES[name], batches)
+    got, svi = _losses(guide_core.SVI, GUIDES[name], batches, engine="recorded")
     assert svi.engine == "recorded", svi.reason
     assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
 
@@ -86,7 +86,7 @@ def test_a_dataloader_with_a_ragged_last_batch():
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
     batches = [tuple(b) for _ in range(3) for b in loader]  # 16, 16, 8 per epoch
     want, _ = _losses(pyro.infer.SVI, AutoNormal, batches)
-    got, svi = _losses(guide_core.SVI, AutoNormal, batches)
+    got, svi = _losses(guide_core.SVI, AutoNormal, batches, engine="recorded")
     assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
     assert svi.engine == "recorded"
     assert len(svi._trainer.programs) == 2  # one per batch shape
@@ -96,7 +96,7 @@ def test_a_float_that_changes_every_step_replays_one_program():
     x, y = _data()
     batches = [(x, y, min(1.0, 0.1 + i / 20)) for i in range(40)]
     want, _ = _losses(pyro.infer.SVI, AutoDiagonalNormal, batches)
-    got, svi = _losses(guide_core.SVI, AutoDiagonalNormal, batches)
+    got, svi = _losses(guide_core.SVI, AutoDiagonalNormal, batches, engine="recorded")
     assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
     assert svi.engine == "recorded"
     assert len(svi._trainer.programs) == 1
@@ -130,7 +130,7 @@ def test_a_model_that_reads_a_changing_global_is_caught_then_eager():
 
     want, _ = run(pyro.infer.SVI)
     with pytest.warns(RuntimeWarning, match="differs from eager"):
-        got, svi = run(guide_core.SVI, check_every=5)
+        got, svi = run(guide_core.SVI, check_every=5, engine="recorded")
     assert svi.engine == "eager"
     # stale steps between the change (step 11) and the check (step 15) only
     assert got[:10] == pytest.approx(want[:10], rel=1e-4, abs=1e-4)
@@ -149,7 +149,9 @@ def test_checkpoint_and_resume_equal_an_uninterrupted_run(tmp_path, optim_name):
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     optim = OPTIMS[optim_name]()
-    svi = guide_core.SVI(regression, AutoNormal(regression), optim, Trace_ELBO())
+    svi = guide_core.SVI(
+        regression, AutoNormal(regression), optim, Trace_ELBO(), engine="recorded"
+    )
     for _ in range(20):
         svi.step(x, y)
     pyro.get_param_store().save(tmp_path / "params.pt")
@@ -165,7 +167,7 @@ def test_checkpoint_and_resume_equal_an_uninterrupted_run(tmp_path, optim_name):
     guide = AutoNormal(regression)
     guide(x, y)  # its set-up draws from the prior: before the random state
     torch.set_rng_state(rng)
-    svi = guide_core.SVI(regression, guide, optim, Trace_ELBO())
+    svi = guide_core.SVI(regression, guide, optim, Trace_ELBO(), engine="recorded")
     resumed = [svi.step(x, y) for _ in range(20)]
     assert resumed == pytest.approx(uninterrupted, rel=1e-5, abs=1e-5)
     for name, value in pyro.get_param_store().items():
@@ -242,7 +244,8 @@ def test_a_non_finite_step_is_not_applied():
 
     pyro.clear_param_store()
     guide = AutoNormal(model)
-    svi = guide_core.SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), Trace_ELBO())
+    optim = pyro.optim.Adam({"lr": 0.02})
+    svi = guide_core.SVI(model, guide, optim, Trace_ELBO(), engine="recorded")
     for _ in range(3):
         svi.step(torch.tensor(1.0))
     assert svi.engine == "recorded"
@@ -252,3 +255,20 @@ def test_a_non_finite_step_is_not_applied():
     assert not math.isfinite(loss)
     for k, v in pyro.get_param_store().items():
         assert torch.equal(v, before[k])
+
+
+def test_auto_records_after_pyros_first_steps():
+    from guide_core.workflow.svi import RECORD_AFTER
+
+    x, y = _data()
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svi = guide_core.SVI(
+        regression, AutoNormal(regression), pyro.optim.Adam({"lr": 0.02}), Trace_ELBO()
+    )
+    svi.step(x, y)
+    assert svi.engine == "eager" and "first" in svi.reason
+    for _ in range(RECORD_AFTER + 5):
+        svi.step(x, y)
+    assert svi.engine == "recorded"
+    assert len(svi._trainer.programs) == 1
