@@ -451,3 +451,18 @@ def test_without_numpyro_the_column_is_omitted_with_a_reason(
     md = to_markdown(result)
     assert "No numpyro column: numpyro is not installed." in md
     assert "numpyro ms/step" not in md
+
+
+def test_the_loops_bench_runs_both_sides_on_the_same_draws(tmp_path):
+    from benchmarks import loops
+
+    report = loops.main(
+        ["--rows", "300", "--epochs", "1", "--batch", "100", "--guides",
+         "AutoNormal", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert set(report["results"]) == set(loops.LOOPS)
+    for cells in report["results"].values():
+        cell = cells["AutoNormal"]
+        assert cell["ours"]["loss"] == pytest.approx(cell["pyro"]["loss"], rel=1e-4)
+        assert cell["ratio"] > 0
+    assert (tmp_path / "loops.md").read_text().startswith("# The loops")
