@@ -9,6 +9,7 @@ learned when interrupted with Ctrl-C, and reports the PSIS k-hat.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -342,9 +343,14 @@ def _by_procedure(
     return result
 
 
+_LOG = logging.getLogger("guide_core.fit")
+
+
 def _desc(trainer: Any) -> str:
-    text = f"{trainer.engine}: {trainer.reason}"
-    return f"fit [{text if len(text) <= 60 else text[:59] + '…'}]"
+    """The progress bar's description: the engine in a word. Why that engine
+    goes to ``FitResult.engine_reason`` and to the ``guide_core.fit`` log."""
+    _LOG.info("engine %s: %s", trainer.engine, trainer.reason)
+    return f"fit [{trainer.engine}]"
 
 
 def _khat(

@@ -212,14 +212,19 @@ def test_objectives_come_from_the_registry_and_default_to_elbo():
         )
 
 
-def test_fit_writes_a_bounded_number_of_lines_when_not_a_terminal(capsys):
+def test_fit_writes_a_bounded_number_of_lines_when_not_a_terminal(capsys, caplog):
     pyro.clear_param_store()
-    fit(MODEL, AutoNormal(MODEL), steps=500, tol=None, khat=False, **DATA())
+    with caplog.at_level("INFO", logger="guide_core.fit"):
+        result = fit(
+            MODEL, AutoNormal(MODEL), steps=500, tol=None, khat=False, **DATA()
+        )
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert 2 <= len(lines) <= 12, err
-    assert "\r" not in err and lines[-1].startswith("fit [")  # the engine
+    # the engine in a word; why, in the result and the log
+    assert "\r" not in err and lines[-1].startswith(f"fit [{result.engine}]: ")
     assert ": 500/500 steps (100%)" in lines[-1]
+    assert f"engine {result.engine}: {result.engine_reason}" in caplog.text
 
 
 def test_line_progress_also_writes_every_interval():
