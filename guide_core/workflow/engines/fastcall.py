@@ -18,25 +18,19 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from .private_torch import OP_OVERLOAD, binding_namespaces
 from .simplify import impure
 
 __all__ = ["use_bindings"]
-
-_NAMESPACES = (
-    torch._C._VariableFunctions,
-    torch._C._nn,
-    torch._C._linalg,
-    torch._C._special,
-)
 
 
 def _binding(node: fx.Node) -> tuple[str, Any] | None:
     """The binding to try: ``("call_function", fn)`` or ``("call_method", name)``."""
     target = node.target
-    if not isinstance(target, torch._ops.OpOverload) or impure(node):
+    if not isinstance(target, OP_OVERLOAD) or impure(node):
         return None
-    name = target._schema.name.split("::", 1)[1]
-    for space in _NAMESPACES:
+    name = target.name().split("::", 1)[1].split(".", 1)[0]
+    for space in binding_namespaces():
         fn = getattr(space, name, None)
         if fn is not None:
             return "call_function", fn

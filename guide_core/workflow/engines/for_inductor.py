@@ -15,9 +15,8 @@ import torch.fx as fx
 
 __all__ = ["blas_products"]
 
-_V = torch._C._VariableFunctions
-_MV = {torch.ops.aten.mv.default, _V.mv}
-_ADDMV = {torch.ops.aten.addmv.default, _V.addmv}
+_MV = {torch.ops.aten.mv.default, torch.mv}  # torch.mv: the generated binding
+_ADDMV = {torch.ops.aten.addmv.default, torch.addmv}
 _aten = torch.ops.aten
 
 

@@ -4,20 +4,23 @@
 model before it reaches the kernel: hooks, the profiler's record, grouping
 the tensors by device and dtype, looking up every parameter's state. Once
 every state exists, :class:`DirectFusedAdam` keeps those lists and calls
-the same kernel (``torch._fused_adam_`` or ``torch._fused_adamw_``) with the
-same arguments ``step()`` would pass, so the update, and the optimizer's
-state (``state_dict``, checkpoints) are exactly those of ``step()``.
+the same kernel (``torch._fused_adam_`` or ``torch._fused_adamw_``, read
+through :mod:`.private_torch`) with the same arguments ``step()`` would
+pass, so the update, and the optimizer's state (``state_dict``,
+checkpoints) are exactly those of ``step()``.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .private_torch import fused_adam_kernels
+
 __all__ = ["DirectFusedAdam"]
 
 
 class _Group:
-    def __init__(self, group: dict, state: dict):
+    def __init__(self, group: dict, state: dict, kernels: tuple):
         self.group = group
         self.params = list(group["params"])
         states = [state[p] for p in self.params]
@@ -26,7 +29,8 @@ class _Group:
         self.max_sqs = [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else []
         self.steps = [s["step"] for s in states]
         decoupled = group.get("decoupled_weight_decay", False)
-        self.kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+        adam, adamw, self.add_ = kernels
+        self.kernel = adamw if decoupled else adam
 
     def current(self, group: dict, state: dict) -> bool:
         """Whether this is still the optimizer's group, with its state tensors."""
@@ -38,7 +42,7 @@ class _Group:
     def step(self, grads: list[torch.Tensor]) -> None:
         g = self.group
         beta1, beta2 = g["betas"]
-        torch._foreach_add_(self.steps, 1)
+        self.add_(self.steps, 1)
         self.kernel(
             self.params,
             grads,
@@ -73,7 +77,8 @@ class DirectFusedAdam:
     @classmethod
     def of(cls, optimizer: torch.optim.Optimizer) -> DirectFusedAdam | None:
         """The direct caller for ``optimizer``, or None where it does not apply."""
-        if not isinstance(optimizer, torch.optim.Adam):
+        kernels = fused_adam_kernels()
+        if kernels is None or not isinstance(optimizer, torch.optim.Adam):
             return None
         groups = []
         for group in optimizer.param_groups:
@@ -83,7 +88,7 @@ class DirectFusedAdam:
             kinds = {(p.device, p.dtype) for p in group["params"]}
             if len(kinds) != 1 or not next(iter(kinds))[1].is_floating_point:
                 return None
-            groups.append(_Group(group, optimizer.state))
+            groups.append(_Group(group, optimizer.state, kernels))
         return cls(optimizer, groups)
 
     def step(self) -> bool:

@@ -3,8 +3,9 @@
 Pyro's ELBOs turn each log-density into a Python float on the way
 (``loss_and_grads`` reports a float), which a capture of the tensor program
 cannot follow. The functions here compute the same differentiable loss from
-the same traces (the ELBO's own ``_get_traces``: particles, vectorization and
-plate nesting as Pyro sets them up), but stay in tensors. Only what has the
+the same traces (the ELBO's own, read through :mod:`.private_pyro`:
+particles, vectorization and plate nesting as Pyro sets them up), but stay
+in tensors. Only what has the
 same value and gradient as Pyro's estimator is offered: reparameterized
 guides for ``Trace_ELBO``/``TraceGraph_ELBO`` (whose surrogate terms vanish
 then), ``TraceMeanField_ELBO``'s analytic KL where one is registered, and
@@ -20,11 +21,12 @@ from typing import Any
 import torch
 from pyro.distributions.util import is_identically_zero, scale_and_mask
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
-from pyro.infer.traceenum_elbo import _compute_model_factors
 from pyro.ops import packed
 from pyro.ops.contract import contract_tensor_tree
 from pyro.ops.rings import LogRing
 from torch.distributions import kl_divergence
+
+from .private_pyro import model_factors, trace_builder
 
 __all__ = ["LossFn", "NotRecordable", "recordable_loss"]
 
@@ -123,9 +125,13 @@ def enum_particle(model_trace: Any, guide_trace: Any) -> torch.Tensor:
     """
     _check_enum_guide(guide_trace)
     _check_enum_model(model_trace)
-    costs, log_factors, _, sum_dims, scale = _compute_model_factors(
-        model_trace, guide_trace
-    )
+    compute = model_factors()
+    if compute is None:
+        raise NotRecordable(
+            "TraceEnum_ELBO's model factors cannot be read in this Pyro; its "
+            "loss is left to Pyro"
+        )
+    costs, log_factors, _, sum_dims, scale = compute(model_trace, guide_trace)
     elbo: Any = 0.0
     for terms in costs.values():
         for term in terms:
@@ -182,9 +188,16 @@ def recordable_loss(elbo: Any) -> LossFn:
             f"{type(elbo).__name__} is not recorded (the recorded engine knows {known})"
         )
 
+    traces = trace_builder(elbo)
+    if traces is None:
+        raise NotRecordable(
+            f"{type(elbo).__name__}'s traces cannot be read in this Pyro; its "
+            "loss is left to Pyro"
+        )
+
     def loss(model: Callable, guide: Callable, args: tuple, kwargs: dict):
         total = 0.0
-        for model_trace, guide_trace in elbo._get_traces(model, guide, args, kwargs):
+        for model_trace, guide_trace in traces(model, guide, args, kwargs):
             total = total + particle(model_trace, guide_trace)
         # one vectorized trace sums over the particles, as the loop does
         return total / elbo.num_particles

@@ -28,6 +28,7 @@ from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
 from ..scaled_steps import ScaledAdam
 from .fused_adam import DirectFusedAdam
+from .private_pyro import grad_clip_args, make_optimizers
 
 __all__ = ["MappedOptimizer", "NotMappable", "map_optimizer"]
 
@@ -102,7 +103,7 @@ class MappedOptimizer:
         for p in new:
             self._known.add(id(p))
             args = _settings(own[p])
-            clip = self.optim._get_grad_clip_args(p)
+            clip = grad_clip_args(self.optim, p)
             if clip:
                 self.clips[p] = dict(clip)
             group = groups.setdefault(_frozen(args), {"params": [], **args})
@@ -123,30 +124,10 @@ class MappedOptimizer:
         self, params: list[torch.Tensor]
     ) -> dict[torch.Tensor, torch.optim.Optimizer]:
         """Each param's torch optimizer in the ``pyro.optim`` optimizer, made
-        where missing as Pyro's first step makes it (with any state waiting
-        for it from ``set_state``/``load``), but not stepped: a step with no
-        gradient still decays ClippedAdam's learning rate."""
-        objs = self.optim.optim_objs
-        missing = [p for p in params if p not in objs]
-        try:
-            waiting = self.optim._state_waiting_to_be_consumed
-            for p in missing:
-                objs[p] = self.optim._get_optim(p)
-                self.optim.grad_clip[p] = self.optim._get_grad_clip(p)
-                state = waiting.pop(pyro.get_param_store().param_name(p), None)
-                if state is not None:
-                    objs[p].load_state_dict(state)
-        except AttributeError:  # another Pyro: its own call, with no gradient
-            missing = [p for p in missing if p not in objs]
-            grads = [p.grad for p in missing]
-            try:
-                for p in missing:
-                    p.grad = None
-                self.optim(missing)
-            finally:
-                for p, g in zip(missing, grads):
-                    p.grad = g
-        return {p: objs[p] for p in params}
+        where missing as Pyro's first step makes it, with any state waiting
+        for it from ``set_state``/``load`` (see :func:`.make_optimizers`)."""
+        make_optimizers(self.optim, params)
+        return {p: self.optim.optim_objs[p] for p in params}
 
     def _make(self, groups: list[dict]) -> torch.optim.Optimizer:
         """The torch optimizer: fused kernels for Adam, else multi-tensor ones."""

@@ -29,6 +29,7 @@ from .eager import all_sums_finite
 from .fastcall import use_bindings
 from .for_inductor import blas_products
 from .losses import LossFn, NotRecordable
+from .private_torch import compile_graph
 from .repeats import ReuseRepeats
 from .simplify import simplify
 
@@ -189,11 +190,7 @@ class StepProgram:
         blas_products(graph)
 
         def first_call(*inputs: torch.Tensor) -> Any:
-            import torch._inductor
-
-            self._run = torch._inductor.compile(
-                graph, list(inputs), options={"fallback_random": True}
-            )
+            self._run = compile_graph(graph, list(inputs))
             return self._run(*inputs)
 
         self._run, self.compiled = first_call, True

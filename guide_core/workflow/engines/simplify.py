@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.fx as fx
 
+from .private_torch import OP_OVERLOAD
+
 __all__ = ["impure", "simplify"]
 
 aten = torch.ops.aten
@@ -66,7 +68,7 @@ def impure(node: fx.Node) -> bool:
     target = node.target
     if node.op != "call_function":
         return node.op in ("placeholder", "output")
-    if not isinstance(target, torch._ops.OpOverload):
+    if not isinstance(target, OP_OVERLOAD):
         return target is not operator.getitem
     if target._schema.is_mutable:
         return True
@@ -93,7 +95,7 @@ def _mutated(graph: fx.Graph) -> set[fx.Node]:
     out = set()
     for node in graph.nodes:
         target = node.target
-        if node.op == "call_function" and isinstance(target, torch._ops.OpOverload):
+        if node.op == "call_function" and isinstance(target, OP_OVERLOAD):
             schema = target._schema
             for arg, value in zip(schema.arguments, node.args):
                 if arg.alias_info is not None and arg.alias_info.is_write:
@@ -206,7 +208,7 @@ def _is_view(node: fx.Node) -> bool:
     target = node.target
     return (
         node.op == "call_function"
-        and isinstance(target, torch._ops.OpOverload)
+        and isinstance(target, OP_OVERLOAD)
         and any(r.alias_info is not None for r in target._schema.returns)
         and bool(node.args)
         and isinstance(node.args[0], fx.Node)
