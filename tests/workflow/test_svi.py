@@ -272,3 +272,35 @@ def test_auto_records_after_pyros_first_steps():
         svi.step(x, y)
     assert svi.engine == "recorded"
     assert len(svi._trainer.programs) == 1
+
+
+def reads_a_value(x, y=None):
+    coef = pyro.sample("coef", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    scale = 1.0 if float(coef.sum()) > 100 else 0.5  # a value read into Python
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("y", dist.Normal(x @ coef, scale), obs=y)
+
+
+@pytest.mark.parametrize(
+    "case, why",
+    [
+        ("jit", "JitTrace_ELBO is not recorded"),
+        ("value", "reads a tensor's value into Python"),
+    ],
+)
+def test_what_cannot_be_recorded_is_said_once_then_pyros_step(case, why):
+    x, y = _data()
+    model = reads_a_value if case == "value" else regression
+    elbo = pyro.infer.JitTrace_ELBO() if case == "jit" else Trace_ELBO()
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    guide = AutoNormal(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        svi = guide_core.SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), elbo,
+                             engine="recorded")  # fmt: skip
+        losses = [svi.step(x, y) for _ in range(6)]
+    said = [str(w.message) for w in caught if why in str(w.message)]
+    assert len(said) == 1, [str(w.message) for w in caught]
+    assert svi.engine == "eager" and why in svi.reason
+    assert all(math.isfinite(v) for v in losses)
