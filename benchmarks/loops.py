@@ -60,6 +60,15 @@ def _model(rows: int) -> Callable:
     return model
 
 
+def _setup(guide_name: str, rows: int) -> tuple:
+    """The data, the model and a fresh guide, from a fresh store and seed."""
+    x, y = _data(rows)
+    model = _model(rows)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    return x, y, model, getattr(guide_core, guide_name)(model)
+
+
 def _batches(x, y, epochs: int, batch: int, loader: bool):
     if loader:
         data = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True)
@@ -75,11 +84,7 @@ def _batches(x, y, epochs: int, batch: int, loader: bool):
 
 def _svi_loop(ours: bool, guide_name: str, rows: int, epochs: int, batch: int,
               loader: bool, anneal: bool) -> dict:  # fmt: skip
-    x, y = _data(rows)
-    model = _model(rows)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    guide = getattr(guide_core, guide_name)(model)
+    x, y, model, guide = _setup(guide_name, rows)
     cls = guide_core.SVI if ours else pyro.infer.SVI
     svi = cls(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
     steps = epochs * -(-rows // batch)
@@ -99,11 +104,7 @@ def _svi_loop(ours: bool, guide_name: str, rows: int, epochs: int, batch: int,
 
 def _module_loop(ours: bool, guide_name: str, rows: int, epochs: int, batch: int,
                  loader: bool, anneal: bool) -> dict:  # fmt: skip
-    x, y = _data(rows)
-    model = _model(rows)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    guide = getattr(guide_core, guide_name)(model)
+    x, y, model, guide = _setup(guide_name, rows)
     elbo = Trace_ELBO()
     loss_fn = guide_core.ELBOModule(model, guide, elbo) if ours else elbo(model, guide)
     loss_fn(x[:batch], y[:batch])

@@ -194,3 +194,21 @@ def assert_reloads_the_summaries(guide, path, model, make_untrained, site):
     for k, v in loaded.quantiles([0.1, 0.9]).items():
         assert torch.equal(v, quantiles[k]), k
     return loaded
+
+
+#: Data of :func:`conjugate_normal`.
+CONJUGATE_Y = torch.tensor([2.1, 1.7, 2.5, 1.9, 2.3, 2.8, 1.6, 2.0])
+
+
+def conjugate_normal(y):
+    """``mu ~ N(0, 1)``, ``y_i ~ N(mu, 1)``: the posterior of ``mu`` is
+    ``N(sum(y) / (n + 1), 1 / (n + 1))`` (see :func:`conjugate_posterior`)."""
+    mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def conjugate_posterior(y) -> tuple[float, float]:
+    """The exact posterior mean and sd of ``mu`` in :func:`conjugate_normal`."""
+    n = len(y)
+    return float(y.sum()) / (n + 1), (n + 1) ** -0.5

@@ -13,6 +13,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 from torch.utils.data import DataLoader, TensorDataset
+from toys import CONJUGATE_Y, conjugate_normal, conjugate_posterior
 
 import guide_core
 from guide_core import (
@@ -183,23 +184,16 @@ def test_checkpoint_and_resume_equal_an_uninterrupted_run(tmp_path, optim_name):
 
 
 def test_the_conjugate_posterior_is_recovered():
-    y = torch.tensor([2.1, 1.7, 2.5, 1.9, 2.3, 2.8, 1.6, 2.0])
-
-    def model(y):
-        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
-        with pyro.plate("data", len(y)):
-            pyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-
+    y = CONJUGATE_Y
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
-    guide = AutoNormal(model)
+    guide = AutoNormal(conjugate_normal)
     optim = pyro.optim.ClippedAdam({"lr": 0.05, "lrd": 0.999})  # lr 0.05 -> 0.0025
-    svi = guide_core.SVI(model, guide, optim, Trace_ELBO())
+    svi = guide_core.SVI(conjugate_normal, guide, optim, Trace_ELBO())
     for _ in range(3000):
         svi.step(y)
     assert svi.engine == "recorded"
-    n = len(y)
-    loc, scale = float(y.sum() / (n + 1)), (n + 1) ** -0.5
+    loc, scale = conjugate_posterior(y)
     assert float(guide.locs.mu) == pytest.approx(loc, abs=0.03)
     assert float(guide.scales.mu) == pytest.approx(scale, rel=0.1)
 

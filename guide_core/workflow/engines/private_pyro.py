@@ -12,14 +12,15 @@ and the optimizers are made by Pyro's own public call: slower, never wrong.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pyro
 import pyro.optim
 import torch
 from pyro.optim.clipped_adam import ClippedAdam
+
+from .fallbacks import Fallbacks
 
 __all__ = [
     "grad_clip_args",
@@ -29,32 +30,24 @@ __all__ = [
     "trace_builder",
 ]
 
-_state = {"private": True}
-
-
-@contextlib.contextmanager
-def public_only() -> Iterator[None]:
-    """Within the block, every accessor here gives its public fallback."""
-    before = _state["private"]
-    _state["private"] = False
-    try:
-        yield
-    finally:
-        _state["private"] = before
+_switch = Fallbacks()
+#: Within a ``with public_only():`` block, every accessor here gives its
+#: public fallback.
+public_only = _switch.public_only
 
 
 def trace_builder(elbo: Any) -> Callable | None:
     """``elbo``'s own builder of ``(model_trace, guide_trace)`` pairs,
     called as ``(model, guide, args, kwargs)``; None where it cannot be
     reached (the caller leaves the loss to Pyro)."""
-    return getattr(elbo, "_get_traces", None) if _state["private"] else None
+    return getattr(elbo, "_get_traces", None) if _switch.private else None
 
 
 def model_factors() -> Callable | None:
     """``TraceEnum_ELBO``'s model factors, ``(model_trace, guide_trace) ->
     (costs, log_factors, ..., sum_dims, scale)``; None where they cannot be
     reached (the caller leaves the loss to Pyro)."""
-    if not _state["private"]:
+    if not _switch.private:
         return None
     try:
         from pyro.infer.traceenum_elbo import _compute_model_factors
@@ -65,7 +58,7 @@ def model_factors() -> Callable | None:
 
 def grad_clip_args(optim: pyro.optim.PyroOptim, param: torch.Tensor) -> dict:
     """The ``clip_args`` Pyro applies to ``param`` (empty: none)."""
-    get = getattr(optim, "_get_grad_clip_args", None) if _state["private"] else None
+    get = getattr(optim, "_get_grad_clip_args", None) if _switch.private else None
     if get is not None:
         return dict(get(param) or {})
     clip = optim.pt_clip_args  # public: a dict, or a callable of the param's name
@@ -89,7 +82,7 @@ def make_optimizers(optim: pyro.optim.PyroOptim, params: list[torch.Tensor]) -> 
         return
     parts = [getattr(optim, n, None) for n in ("_get_optim", "_get_grad_clip")]
     waiting = getattr(optim, "_state_waiting_to_be_consumed", None)
-    if _state["private"] and None not in parts and isinstance(waiting, dict):
+    if _switch.private and None not in parts and isinstance(waiting, dict):
         get_optim, get_clip = parts
         for p in missing:
             objs[p] = get_optim(p)

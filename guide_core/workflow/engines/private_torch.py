@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from .fallbacks import Fallbacks
 
 __all__ = [
     "OP_OVERLOAD",
@@ -33,23 +35,15 @@ __all__ = [
 #: through public names.
 OP_OVERLOAD = type(torch.ops.aten.add.Tensor)
 
-_state = {"private": True}
-
-
-@contextlib.contextmanager
-def public_only() -> Iterator[None]:
-    """Within the block, every accessor here gives its public fallback."""
-    before = _state["private"]
-    _state["private"] = False
-    try:
-        yield
-    finally:
-        _state["private"] = before
+_switch = Fallbacks()
+#: Within a ``with public_only():`` block, every accessor here gives its
+#: public fallback.
+public_only = _switch.public_only
 
 
 def _private(owner: Any, path: str) -> Any:
     """``owner.path`` (dotted), or None where it is gone or turned off."""
-    if not _state["private"]:
+    if not _switch.private:
         return None
     for part in path.split("."):
         owner = getattr(owner, part, None)
@@ -85,7 +79,7 @@ def compile_graph(graph: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> Ca
     ``torch.compile`` itself.
     """
     options = {"fallback_random": True}
-    if _state["private"]:
+    if _switch.private:
         try:
             direct = importlib.import_module("torch._inductor").compile
         except (ImportError, AttributeError):
@@ -99,7 +93,7 @@ def untraced() -> contextlib.AbstractContextManager:
     """A block in which tensors are made outside any tracing mode (0.03 ms
     to read the generators' state, against 0.8 ms under a tracer); the
     fallback reads it under the tracer."""
-    if _state["private"]:
+    if _switch.private:
         try:
             from torch.utils._python_dispatch import _disable_current_modes
         except ImportError:
