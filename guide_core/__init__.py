@@ -37,8 +37,8 @@ from typing import Any
 from . import registry
 from .core.composite import AutoCallable, AutoGuideList
 from .core.guide import AutoGuide
+from .core.init_messenger import InitMessenger
 from .core.initialization import (
-    InitMessenger,
     init_to_feasible,
     init_to_generated,
     init_to_mean,

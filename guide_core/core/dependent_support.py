@@ -27,7 +27,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from torch.distributions import Transform, biject_to
 
-from .initialization import unwrap_init
+from .init_messenger import unwrap_init
 from .subsample_support import _all_tensors
 
 __all__ = ["dependent_supports", "guide_values", "record_value", "transform_of"]

@@ -31,7 +31,7 @@ from pyro.nn.module import PyroModule
 
 from .dependent_support import guide_values, record_value, transform_of
 from .gaussian_start import GaussianStart, site_transforms
-from .initialization import InitMessenger, unwrap_init
+from .init_messenger import InitMessenger, unwrap_init
 from .prototype import (
     Prototype,
     SiteFacts,

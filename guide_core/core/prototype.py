@@ -22,7 +22,8 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import Transform, biject_to
 
 from .dependent_support import dependent_supports
-from .initialization import InitMessenger, init_to_feasible, support_errors
+from .init_messenger import InitMessenger, support_errors
+from .initialization import init_to_feasible
 from .subsample_support import full_supports, support_here
 
 __all__ = [
