@@ -129,8 +129,9 @@ class SVI(PyroSVI):
         except BadStep as exc:
             trainer.zero_grads()
             self._say(
-                f"step {exc.step} was not applied: its {exc.what}",
-                "the parameters keep their last finite values",
+                "a step whose loss or a gradient is not finite was not applied",
+                f"the first was step {exc.step} ({exc.what}); the parameters keep "
+                "their last finite values",
             )
             return math.nan
         finally:

@@ -244,9 +244,11 @@ def test_a_non_finite_step_is_not_applied():
         svi.step(torch.tensor(1.0))
     assert svi.engine == "recorded"
     before = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
-    with pytest.warns(RuntimeWarning, match="was not applied"):
+    with pytest.warns(RuntimeWarning, match="was not applied") as caught:
         loss = svi.step(torch.tensor(math.inf))
-    assert not math.isfinite(loss)
+        again = svi.step(torch.tensor(math.inf))
+    assert not math.isfinite(loss) and not math.isfinite(again)
+    assert len([w for w in caught if "not applied" in str(w.message)]) == 1
     for k, v in pyro.get_param_store().items():
         assert torch.equal(v, before[k])
 

@@ -172,7 +172,8 @@ class RecordedTrainer:
         if any(id(p) not in alive for p in self.params.values()):
             self.params = {}  # a param was replaced: one eager step finds them again
             return None
-        program = self.programs.get(self._key())
+        key = self._key()
+        program = self.programs.get(key)
         if program is None:
             if len(self.programs) >= self.max_programs:
                 if not self.evict:
@@ -186,7 +187,7 @@ class RecordedTrainer:
             if program is not None:
                 self.programs[self._key()] = program  # lifting may have changed
             return program
-        self.programs.move_to_end(self._key())
+        self.programs.move_to_end(key)
         program.replays += 1
         early = program.replays <= self.check_first
         if early or (self.check_every and number % self.check_every == 0):
