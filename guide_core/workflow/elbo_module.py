@@ -23,6 +23,7 @@ import torch
 from pyro import poutine
 from pyro.infer.elbo import ELBO
 
+from .engines.eager import param_leaves
 from .engines.losses import NotRecordable, recordable_loss
 from .engines.recorded import RecordedTrainer
 from .svi import CHECKS, RECORD_AFTER
@@ -155,7 +156,7 @@ class ELBOModule(torch.nn.Module):
     def _leaves(self, trace: Any) -> dict[str, torch.Tensor]:
         """The unconstrained tensors behind the step's param sites: the
         param store's, or with ``module_local_params`` the modules' own."""
-        values = [site["value"] for site in trace.nodes.values()]
-        if all(hasattr(v, "unconstrained") for v in values):
-            return {n: v.unconstrained() for n, v in zip(trace.nodes, values)}
+        leaves = param_leaves(trace)
+        if None not in leaves.values():
+            return leaves
         return {n: p for n, p in self.named_parameters() if p.requires_grad}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyro
 import torch
@@ -21,6 +22,7 @@ __all__ = [
     "all_sums_finite",
     "check_finite",
     "eager_loss_and_grads",
+    "param_leaves",
 ]
 
 
@@ -56,6 +58,17 @@ def check_finite(
         raise BadStep(number, f"the gradient of parameter {bad[0]!r} is not finite")
 
 
+def param_leaves(trace: Any) -> dict[str, torch.Tensor | None]:
+    """Each param site of a ``param_only`` trace with the unconstrained
+    tensor behind it in the param store; None for a module-local param
+    (``module_local_params``: it has no store entry, its module holds it)."""
+    leaves = {}
+    for name, site in trace.nodes.items():
+        unconstrained = getattr(site["value"], "unconstrained", None)
+        leaves[name] = unconstrained() if callable(unconstrained) else None
+    return leaves
+
+
 def eager_loss_and_grads(
     svi: SVI, args: tuple, kwargs: dict
 ) -> tuple[float, dict[str, torch.Tensor]]:
@@ -65,12 +78,8 @@ def eager_loss_and_grads(
     """
     with poutine.trace(param_only=True) as capture:
         loss = svi.loss_and_grads(svi.model, svi.guide, *args, **kwargs)
-    params = {  # module-local params (no store entry) are their modules'
-        name: site["value"].unconstrained()
-        for name, site in capture.trace.nodes.items()
-        if hasattr(site["value"], "unconstrained")
-    }
-    return float(loss), params
+    leaves = param_leaves(capture.trace)
+    return float(loss), {n: p for n, p in leaves.items() if p is not None}
 
 
 def zero_all_grads(params: dict[str, torch.Tensor]) -> None:

@@ -86,7 +86,6 @@ class MappedOptimizer:
         self.clips: dict[torch.Tensor, dict] = {}
         self._known: set[int] = set()
         self._direct: DirectFusedAdam | None = None
-        self._own: dict[torch.Tensor, torch.optim.Optimizer] = {}
 
     def add(self, params: Iterable[torch.Tensor]) -> None:
         """Give the optimizer the parameters it has not seen yet.
@@ -98,7 +97,6 @@ class MappedOptimizer:
         if not new:
             return
         own = self._own_optimizers(new)
-        self._own.update(own)
         groups: dict[tuple, dict] = {}
         for p in new:
             self._known.add(id(p))
@@ -160,7 +158,7 @@ class MappedOptimizer:
         if self.constructor in _DECAYS_LR:  # the per-parameter ones show it too
             for group in self.torch_optimizer.param_groups:
                 for p in group["params"]:
-                    self._own[p].param_groups[0]["lr"] = group["lr"]
+                    self.optim.optim_objs[p].param_groups[0]["lr"] = group["lr"]
         for group in self.torch_optimizer.param_groups:
             for p in group["params"]:
                 p.grad = None

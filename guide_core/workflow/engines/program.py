@@ -25,7 +25,7 @@ import torch
 from pyro import poutine
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from .eager import all_sums_finite
+from .eager import all_sums_finite, param_leaves
 from .fastcall import use_bindings
 from .for_inductor import blas_products
 from .losses import LossFn, NotRecordable
@@ -266,9 +266,7 @@ def record(
             loss = loss_fn(model, guide, new_args, new_kwargs)
         if reuse and repeats.stale():
             raise _SharedWrite
-        for name, site in capture.trace.nodes.items():
-            unconstrained = getattr(site["value"], "unconstrained", None)
-            seen[name] = unconstrained() if callable(unconstrained) else None
+        seen.update(param_leaves(capture.trace))
         if not torch.is_tensor(loss) or not loss.requires_grad:
             raise NotRecordable("the loss does not depend on any parameter")
         grads = torch.autograd.grad(loss, ps, allow_unused=True)
@@ -299,9 +297,10 @@ def record(
     # program; a module-local one (no param store entry) is known by its module
     given = {id(p) for p in leaves}
     extra = sorted(
-        n for n, leaf in seen.items() if n not in names and id(leaf) not in given
+        n
+        for n, leaf in seen.items()
+        if n not in names and leaf is not None and id(leaf) not in given
     )
-    extra = [n for n in extra if seen[n] is not None]
     if extra:
         raise NotRecordable(f"the step uses params it was not given: {extra}")
     try:  # shorter and through the bindings; on any doubt, as captured
