@@ -83,7 +83,7 @@ def _worker(config: DistConfig, distributed: bool, out: Path) -> None:
 
     import guide_core
     from guide_core.workflow.distributed import join
-    from guide_core.workflow.engines import make_trainer
+    from guide_core.workflow.engines import Settings, make_trainer
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
@@ -98,15 +98,14 @@ def _worker(config: DistConfig, distributed: bool, out: Path) -> None:
     elbo = Trace_ELBO()
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), elbo)
     total = config.warmup + config.steps
-    trainer = make_trainer(
-        config.engine, svi, elbo, (x, y), {}, steps=total, group=group
-    )
+    settings = Settings(steps=total)
+    trainer = make_trainer(config.engine, svi, elbo, settings, group=group)
     for number in range(1, config.warmup + 1):  # set-up, recording, checks
-        trainer.step(number)
+        trainer.step(number, (x, y), {})
     reduced = group.reduce_seconds if group else 0.0
     start = time.perf_counter()
     for number in range(config.warmup + 1, total + 1):
-        trainer.step(number)
+        trainer.step(number, (x, y), {})
     seconds = time.perf_counter() - start
     reduced = (group.reduce_seconds if group else 0.0) - reduced
     alone_ms = 0.0

@@ -98,7 +98,7 @@ def _svi_loop(ours: bool, guide_name: str, rows: int, epochs: int, batch: int,
     if ours:
         out["engine"] = svi.engine
         trainer = getattr(svi, "_trainer", None)
-        out["recordings"] = len(trainer.record_seconds) if trainer else 0
+        out["recordings"] = len(trainer.state.record_seconds) if trainer else 0
     return out
 
 

@@ -37,7 +37,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 from pyro.poutine.util import site_is_subsample
 
-from guide_core.workflow.engines import make_trainer
+from guide_core.workflow.engines import Settings, make_trainer
 
 from .isolation import Slot
 from .models import ModelCase
@@ -152,9 +152,8 @@ class Runner:
                 elbo = elbo()
                 self.svi = SVI(case.model, guide, Adam({"lr": lr}), elbo)
                 if engine is not None:
-                    self.trainer = make_trainer(
-                        engine, self.svi, elbo, case.args, {}, steps=10**6
-                    )
+                    settings = Settings(steps=10**6)
+                    self.trainer = make_trainer(engine, self.svi, elbo, settings)
             except Exception as exc:  # noqa: BLE001 - reported in the cell
                 self.result.error = error_text(exc)
 
@@ -168,7 +167,7 @@ class Runner:
             assert self.svi is not None
             return self.svi.step(*args)
         self._number += 1
-        return self.trainer.step(self._number)
+        return self.trainer.step(self._number, args, {})
 
     @property
     def ok(self) -> bool:

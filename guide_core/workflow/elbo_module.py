@@ -14,7 +14,6 @@ cannot be recorded it is Pyro's ``differentiable_loss``.
 from __future__ import annotations
 
 import itertools
-import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,8 +24,8 @@ from pyro.infer.elbo import ELBO
 
 from .engines.eager import param_leaves
 from .engines.losses import NotRecordable, recordable_loss
-from .engines.recorded import RecordedTrainer
-from .svi import CHECKS, RECORD_AFTER
+from .engines.trainer import Parts, Settings, Trainer
+from .svi import CHECKS
 
 __all__ = ["ELBOModule"]
 
@@ -57,7 +56,7 @@ class ELBOModule(torch.nn.Module):
         Such as ``Trace_ELBO()``.
     engine : {"auto", "recorded", "eager"}
         ``"recorded"`` replays from the second call where it can;
-        ``"auto"`` (the default) after :data:`~.svi.RECORD_AFTER` calls of
+        ``"auto"`` (the default) after :data:`~.engines.trainer.RECORD_AFTER` calls of
         Pyro's loss (a short loop never pays for a recording); ``"eager"``:
         always Pyro's ``differentiable_loss``.
     check_every : int or None
@@ -85,9 +84,8 @@ class ELBOModule(torch.nn.Module):
                 f"'engine' must be 'auto', 'recorded' or 'eager': {engine!r}"
             )
         self.model, self.guide, self.elbo = model, guide, elbo
-        self._asked = engine
         self._calls = itertools.count(1)
-        self._trainer: RecordedTrainer | None = None
+        self._trainer: Trainer | None = None
         self.engine, self.reason = "eager", "asked for"
         if engine != "eager":
             try:
@@ -95,25 +93,24 @@ class ELBOModule(torch.nn.Module):
             except NotRecordable as exc:
                 self.reason = str(exc)
             else:
-                shim = types.SimpleNamespace(
-                    model=model, guide=guide, loss_and_grads=elbo.loss_and_grads
-                )
-                self._trainer = RecordedTrainer(
-                    shim,
-                    (),
-                    {},
-                    loss_fn=loss_fn,
-                    optimizer=None,  # the caller's optimizer updates
-                    mode="recorded",
-                    steps=0,
+                # the caller's optimizer updates: the trainer only records
+                parts = Parts(model, guide, elbo.loss_and_grads)
+                settings = Settings(
+                    mode=engine,
                     check_every=check_every,
                     check_first=CHECKS["early"],
                     lift_numbers=True,
                     evict=True,
                     who="guide_core.ELBOModule",
-                    known_params=self._known_params,
                 )
-                self.engine, self.reason = "recorded", engine
+                self._trainer = Trainer(
+                    parts,
+                    settings,
+                    loss_fn=loss_fn,
+                    known_params=self._known_params,
+                    reason=engine,
+                )
+                self.engine, self.reason = self._trainer.engine, engine
 
     def _known_params(self) -> Iterator[torch.Tensor]:
         yield from self.parameters()  # module-local params (PyroModule)
@@ -122,28 +119,28 @@ class ELBOModule(torch.nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The loss (a differentiable tensor), as Pyro's ``ELBOModule``."""
         trainer, number = self._trainer, next(self._calls)
-        waiting = self._asked == "auto" and number <= RECORD_AFTER
         program = None
-        if trainer is not None and not waiting:
-            trainer.set_inputs(args, kwargs)
-            leaves = list(trainer.params.values())
+        if trainer is not None:
+            leaves = list(trainer.state.params.values())
             kept = [p.grad for p in leaves]  # accumulated: out of the checks' way
             try:
                 for p in leaves:
                     p.grad = None
-                program = trainer.program_for(number)
+                program = trainer.program_for(number, args, kwargs)
             finally:
                 for p, g in zip(leaves, kept):
                     p.grad = g
             self.engine, self.reason = trainer.engine, trainer.reason
+            if program is None:
+                self.engine = "eager"
         if program is None:
             return self._eager(trainer, args, kwargs)
-        leaves = list(trainer.params.values())
+        leaves = list(trainer.state.params.values())
         loss, grads = program(leaves, trainer.tensors)
         return _Replayed.apply(loss, grads, *leaves)
 
     def _eager(
-        self, trainer: RecordedTrainer | None, args: tuple, kwargs: dict
+        self, trainer: Trainer | None, args: tuple, kwargs: dict
     ) -> torch.Tensor:
         with poutine.trace(param_only=True) as capture:
             loss = self.elbo.differentiable_loss(

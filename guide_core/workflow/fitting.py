@@ -20,17 +20,18 @@ import attrs
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import Trace_ELBO
 
 from . import distributed as _dist
 from .convergence import _buffer_size, _converged, convergence_step
 from .diagnostics import MIN_SAMPLES, KHat, find_nonfinite, psis_khat
-from .engines import BadStep, check_engine, make_trainer
+from .engines import BadStep, Settings, check_engine
 from .fit_result import FitResult, NonFiniteLossError
 from .own_procedure import procedure_of
 from .pathfinder_start import StartOutcome, pathfinder_start
 from .progress import progress_bar
 from .scaled_steps import Travel, scaled_optim
+from .svi import SVI
 
 __all__ = ["FitResult", "NonFiniteLossError", "convergence_step", "fit"]
 
@@ -145,10 +146,14 @@ def fit(
         ``"compiled"``: that program compiled by inductor (``torch.compile``'s
         back end), or the recorded one where the compiled turns out no
         faster (large dense algebra, where BLAS beats inductor's loops). ``"auto"``:
-        recorded when possible, compiled when the planned steps pay for the
-        compile. What cannot be recorded (a model that reads tensor values,
-        an ELBO or optimizer without an exact recorded counterpart, a step
-        that differs from eager) runs eager, with a warning unless
+        Pyro's step for two steps, then recorded when possible and when the
+        planned steps pay for the recording (at the measured time of Pyro's
+        step, so a short fit is never slower than Pyro's), compiled when
+        they pay for the compile too (:class:`~.engines.Costs`). Every
+        engine is a loop over :class:`guide_core.SVI`. What cannot be
+        recorded (a model that reads tensor values, an ELBO or optimizer
+        without an exact recorded counterpart, a step that differs from
+        eager) runs eager, with a warning unless
         ``"auto"`` chose. ``FitResult.engine`` and ``engine_reason`` say
         what ran and why. A recorded step replays tensor operations, not
         Python: a model whose behaviour changes with Python state between
@@ -222,19 +227,23 @@ def fit(
         optim = scaled_optim(began.scales)
         travel = Travel(began.scales, window, optim.pt_optim_args["scales"])
     loss = Trace_ELBO() if loss is None else loss
-    svi = SVI(model, guide, _check_optim(optim), loss)
+    settings = Settings(
+        mode=engine,
+        # after a warm start the fit stops early (hundreds of steps, not
+        # ``steps``): "auto" records and compiles only if those pay for it
+        steps=steps if travel is None else min(steps, WARM_STEPS),
+        check_every=check_every,
+        who="guide_core.fit",
+    )
     main = group is None or group.rank == 0
     try:
-        trainer = make_trainer(
-            engine,
-            svi,
+        svi = SVI(
+            model,
+            guide,
+            _check_optim(optim),
             loss,
-            args,
-            kwargs,
-            # after a warm start the fit stops early (hundreds of steps, not
-            # ``steps``): "auto" compiles only if those pay for it
-            steps=steps if travel is None else min(steps, WARM_STEPS),
-            check_every=check_every,
+            engine=engine,
+            settings=settings,
             group=group,
         )
     except BaseException:
@@ -245,15 +254,18 @@ def fit(
     losses: list[float] = []
     changes: list[float] = []
     converged = interrupted = False
-    bar = progress_bar(total=steps, enabled=progress and main, desc=_desc(trainer))
-    trainer.on_change = lambda: bar.set_description_str(_desc(trainer), refresh=False)
+    shown = (svi.engine, svi.reason)
+    bar = progress_bar(total=steps, enabled=progress and main, desc=_desc(*shown))
     clock = time.perf_counter()
     finished = False  # a group stays joined for the next fit unless this one failed
     try:
         for number in range(1, steps + 1):
             rng = torch.get_rng_state()
-            losses.append(trainer.step(number))
+            losses.append(svi.checked_step(*args, **kwargs))
             bar.update()
+            if (svi.engine, svi.reason) != shown:
+                shown = (svi.engine, svi.reason)
+                bar.set_description_str(_desc(*shown), refresh=False)
             if number % 10 == 0 or number == steps:
                 smoothed = math.fsum(losses[-window:]) / len(losses[-window:])
                 bar.set_postfix_str(f"loss {smoothed:.4g}", refresh=False)
@@ -271,13 +283,13 @@ def fit(
             travel.settle()
     except KeyboardInterrupt:
         interrupted = True
-        trainer.zero_grads()
+        svi.zero_grads()
     except BadStep as bad:
-        trainer.zero_grads()
+        svi.zero_grads()
         bar.close()
         _raise_nonfinite(bad, model, guide, args, kwargs, rng, len(losses))
     except BaseException as exc:
-        trainer.zero_grads()
+        svi.zero_grads()
         if hasattr(exc, "add_note"):
             exc.add_note(f"(raised by guide_core.fit at step {len(losses) + 1})")
         raise
@@ -295,8 +307,8 @@ def fit(
         interrupted=interrupted,
         seconds=seconds,
         ms_per_step=1000.0 * seconds / done if done else math.nan,
-        engine=trainer.engine,
-        engine_reason=trainer.reason,
+        engine=svi.engine,
+        engine_reason=svi.reason,
         world_size=1 if group is None else group.world_size,
         reduce_seconds=0.0 if group is None else group.reduce_seconds,
         start=began.reason,
@@ -346,11 +358,11 @@ def _by_procedure(
 _LOG = logging.getLogger("guide_core.fit")
 
 
-def _desc(trainer: Any) -> str:
+def _desc(engine: str, reason: str) -> str:
     """The progress bar's description: the engine in a word. Why that engine
     goes to ``FitResult.engine_reason`` and to the ``guide_core.fit`` log."""
-    _LOG.info("engine %s: %s", trainer.engine, trainer.reason)
-    return f"fit [{trainer.engine}]"
+    _LOG.info("engine %s: %s", engine, reason)
+    return f"fit [{engine}]"
 
 
 def _khat(

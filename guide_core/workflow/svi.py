@@ -25,9 +25,9 @@ import pyro
 from pyro.infer import SVI as PyroSVI
 from pyro.infer.elbo import ELBO
 
-from .engines import BadStep
-from .engines.choose import check_engine, plan
-from .engines.recorded import RecordedTrainer
+from .distributed import ProcessGroup
+from .engines import BadStep, Settings, Trainer, check_engine, make_trainer
+from .engines.trainer import RECORD_AFTER
 
 __all__ = ["CHECKS", "RECORD_AFTER", "SVI"]
 
@@ -36,11 +36,6 @@ __all__ = ["CHECKS", "RECORD_AFTER", "SVI"]
 #: steps (a model that reads Python state outside its arguments, such as a
 #: global annealing factor, is caught there and runs eager from then on).
 CHECKS = {"early": 2, "every": 200}
-#: ``engine="auto"`` runs Pyro's step this many times before it records: a
-#: recording costs about 50-100 eager steps (measured: 0.5 s against 6 ms
-#: steps on a 1,000-row regression), so a short loop is never slower than
-#: Pyro's and a long one pays it back.
-RECORD_AFTER = 50
 
 
 class SVI(PyroSVI):
@@ -59,6 +54,14 @@ class SVI(PyroSVI):
     check_every : int or None
         Check a replayed step against Pyro's every this many steps (besides
         the first replays of each program); None: only the first replays.
+    settings : guide_core.workflow.engines.Settings, optional
+        Everything about how the steps run, as one record, for a caller that
+        plans its steps (:func:`guide_core.fit` does: with ``steps`` planned,
+        ``"auto"`` records only when they pay for it, and ``"compiled"`` is
+        allowed); its ``mode`` is ``engine``. Default: the above.
+    group : guide_core.workflow.distributed.ProcessGroup, optional
+        Run data-parallel over these ranks: each step on this rank's share
+        of the subsampled plates, the gradients averaged over the ranks.
 
     A step whose loss or a gradient is not finite is not applied (Pyro's
     would write NaN into the parameters): it warns once and returns NaN.
@@ -66,7 +69,7 @@ class SVI(PyroSVI):
     Attributes
     ----------
     engine : str
-        What runs now: ``"recorded"`` or ``"eager"``.
+        What ran the last step: ``"recorded"``, ``"compiled"`` or ``"eager"``.
     reason : str
         Why (said once, as a warning, when a recorded engine falls back).
     """
@@ -83,82 +86,73 @@ class SVI(PyroSVI):
         *,
         engine: str = "auto",
         check_every: int | None = CHECKS["every"],
+        settings: Settings | None = None,
+        group: ProcessGroup | None = None,
         **kwargs: Any,
     ):
         super().__init__(
             model, guide, optim, loss, loss_and_grads, num_samples, num_steps, **kwargs
         )
-        if check_engine(engine) == "compiled":
+        engine = check_engine(engine)
+        if settings is None:
+            settings = Settings(
+                mode=engine,
+                check_every=check_every,
+                check_first=CHECKS["early"],
+                lift_numbers=True,
+                evict=True,
+                who="guide_core.SVI",
+            )
+        if engine == "compiled" and settings.steps is None:
             raise ValueError(
                 "'engine': 'compiled' is for guide_core.fit, which knows how many "
                 "steps will pay for compiling; SVI takes 'auto', 'recorded' or "
                 "'eager'"
             )
-        self._check_every = check_every
-        self._trainer: RecordedTrainer | None = None
+        self._trainer: Trainer = make_trainer(engine, self, loss, settings, group=group)
         self._steps = 0
         self._warned: set[str] = set()
-        self._plan: tuple | None = None
-        self.engine, self.reason = "eager", "asked for"
-        if engine != "eager":
-            why_not = "the loss is not a pyro.infer ELBO"
-            if isinstance(loss, ELBO):
-                loss_fn, optimizer, why_not = plan(loss, optim)
-            if why_not is None:
-                self._plan = (loss_fn, optimizer)
-                self.engine, self.reason = "recorded", engine
-            else:
-                self.reason = why_not
-        self._asked = engine if self._plan is not None else "eager"
-        if engine == "recorded" and self._plan is None:
-            self._say(f"runs Pyro's step: {self.reason}")
+
+    @property
+    def engine(self) -> str:
+        """What ran the last step: ``"eager"``, ``"recorded"`` or ``"compiled"``."""
+        return self._trainer.engine
+
+    @property
+    def reason(self) -> str:
+        """Why that engine."""
+        return self._trainer.reason
 
     def step(self, *args: Any, **kwargs: Any) -> float:
         """Take one gradient step; return the loss (as ``pyro.infer.SVI``)."""
-        self._steps += 1
-        if self._asked == "eager":
-            return super().step(*args, **kwargs)
-        if self._asked == "auto" and self._steps <= RECORD_AFTER:
-            self.engine = "eager"
-            self.reason = f"auto: Pyro's step for the first {RECORD_AFTER} steps"
-            return super().step(*args, **kwargs)
-        trainer = self._trainer_for(args, kwargs)
-        trainer.set_inputs(args, kwargs)
         try:
-            loss = trainer.step(self._steps)
+            return self.checked_step(*args, **kwargs)
         except BadStep as exc:
-            trainer.zero_grads()
+            self._trainer.zero_grads()
             self._say(
                 "a step whose loss or a gradient is not finite was not applied",
                 f"the first was step {exc.step} ({exc.what}); the parameters keep "
                 "their last finite values",
             )
             return math.nan
-        finally:
-            self.engine, self.reason = trainer.engine, trainer.reason
-            if self._asked == "auto" and not trainer.eager:
-                self.reason = f"auto: recorded after {RECORD_AFTER} steps of Pyro's"
-        return loss
 
-    def _trainer_for(self, args: tuple, kwargs: dict) -> RecordedTrainer:
-        if self._trainer is None:
-            assert self._plan is not None
-            loss_fn, optimizer = self._plan
-            self._trainer = RecordedTrainer(
-                self,
-                args,
-                kwargs,
-                loss_fn=loss_fn,
-                optimizer=optimizer,
-                mode="recorded",
-                steps=0,
-                check_every=self._check_every,
-                check_first=CHECKS["early"],
-                lift_numbers=True,
-                evict=True,
-                who="guide_core.SVI",
-            )
-        return self._trainer
+    def checked_step(self, *args: Any, **kwargs: Any) -> float:
+        """Take one gradient step; return the loss, or raise where a step
+        cannot be taken.
+
+        Raises
+        ------
+        BadStep
+            When the loss or a gradient is not finite (nothing is updated;
+            the gradients are left for the caller to inspect or drop with
+            :meth:`zero_grads`).
+        """
+        self._steps += 1
+        return self._trainer.step(self._steps, args, kwargs)
+
+    def zero_grads(self) -> None:
+        """Drop the gradients of every param (after a failed step)."""
+        self._trainer.zero_grads()
 
     def _say(self, what: str, then: str = "") -> None:
         """Warn once per reason."""

@@ -36,8 +36,14 @@ from guide_core import (
 )
 from guide_core.cli import main
 from guide_core.core.seeded import first_mismatch, run_seeded
-from guide_core.workflow.engines import RecordedTrainer, costs
-from guide_core.workflow.engines.costs import compile_pays_off
+from guide_core.workflow.engines import (
+    Costs,
+    Parts,
+    Settings,
+    Trainer,
+    make_trainer,
+    recording,
+)
 from guide_core.workflow.engines.eager import eager_loss_and_grads, zero_all_grads
 from guide_core.workflow.engines.losses import recordable_loss
 from guide_core.workflow.engines.optim import map_optimizer
@@ -361,33 +367,28 @@ def test_the_direct_fused_call_is_torchs_fused_step_bit_for_bit(settings):
         assert all(torch.equal(a[k], b[k]) for k in b)
 
 
-def _recorded_trainer(model, guide, args) -> RecordedTrainer:
+def _recorded_trainer(model, guide) -> Trainer:
     """A trainer on the recorded engine, with Pyro's Adam at lr 0.01."""
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
-    return RecordedTrainer(
-        svi,
-        args,
-        {},
+    return Trainer(
+        Parts.of(svi),
+        Settings(mode="recorded", steps=10),
         loss_fn=recordable_loss(Trace_ELBO()),
         optimizer=map_optimizer(pyro.optim.Adam({"lr": 0.01})),
-        mode="recorded",
-        steps=10,
     )
 
 
 def test_a_shape_change_records_again():
     guide = AutoNormal(model)
-    trainer = _recorded_trainer(model, guide, (Y,))
+    trainer = _recorded_trainer(model, guide)
     for number in range(1, 4):
-        trainer.step(number)
-    assert len(trainer.programs) == 1
-    trainer.set_inputs((torch.cat([Y, Y]),), {})
-    trainer.step(4)
-    trainer.step(5)
-    assert len(trainer.programs) == 2 and trainer.engine == "recorded"
-    trainer.set_inputs((Y.double(),), {})  # a dtype is part of the signature too
-    trainer.step(6)
-    assert len(trainer.programs) == 3
+        trainer.step(number, (Y,), {})
+    assert len(trainer.state.programs) == 1
+    trainer.step(4, (torch.cat([Y, Y]),), {})
+    trainer.step(5, (torch.cat([Y, Y]),), {})
+    assert len(trainer.state.programs) == 2 and trainer.engine == "recorded"
+    trainer.step(6, (Y.double(),), {})  # a dtype is part of the signature too
+    assert len(trainer.state.programs) == 3
 
 
 def test_new_values_inside_a_container_record_again():
@@ -397,25 +398,23 @@ def test_new_values_inside_a_container_record_again():
             pyro.sample("y", dist.Normal(mu, 1.0), obs=data[0])
 
     guide = AutoNormal(listed)
-    trainer = _recorded_trainer(listed, guide, ([Y],))
+    trainer = _recorded_trainer(listed, guide)
     for number in range(1, 3):
-        trainer.step(number)
+        trainer.step(number, ([Y],), {})
     # a tensor nested in a list is a constant of the program, not an input:
     # the same shape with other values must not replay the old program
-    trainer.set_inputs(([Y + 100.0],), {})
-    loss = trainer.step(3)
-    assert len(trainer.programs) == 2 and loss > 1e4
+    loss = trainer.step(3, ([Y + 100.0],), {})
+    assert len(trainer.state.programs) == 2 and loss > 1e4
 
 
 def test_other_strides_record_again():
     guide = AutoNormal(model)
-    trainer = _recorded_trainer(model, guide, (Y,))
+    trainer = _recorded_trainer(model, guide)
     for number in range(1, 3):
-        trainer.step(number)
+        trainer.step(number, (Y,), {})
     strided = torch.stack([Y, Y], -1)[:, 0]  # same shape and values, stride 2
-    trainer.set_inputs((strided,), {})
-    trainer.step(3)
-    assert len(trainer.programs) == 2 and trainer.engine == "recorded"
+    trainer.step(3, (strided,), {})
+    assert len(trainer.state.programs) == 2 and trainer.engine == "recorded"
 
 
 def test_a_replaced_param_is_found_again():
@@ -450,9 +449,15 @@ def test_a_model_that_reads_values_runs_eager_with_one_warning_naming_the_line()
 
 
 def test_auto_falls_back_on_a_value_read_too():
-    with pytest.warns(RuntimeWarning, match="runs eager"):
-        result = fit(reads_a_value, AutoNormal(reads_a_value), Y, steps=5, **_quiet())
-    assert result.engine == "eager"
+    elbo = Trace_ELBO()
+    guide = AutoNormal(reads_a_value)
+    svi = SVI(reads_a_value, guide, pyro.optim.Adam({"lr": 0.01}), elbo)
+    settings = Settings(steps=1000, costs=Costs(record_seconds=0.0))
+    trainer = make_trainer("auto", svi, elbo, settings)
+    with pytest.warns(RuntimeWarning, match="runs eager: the step cannot be recorded"):
+        for number in range(1, 5):
+            trainer.step(number, (Y,), {})
+    assert trainer.engine == "eager" and "mu.item()" in trainer.reason
 
 
 @pytest.mark.parametrize(
@@ -659,13 +664,27 @@ def test_engine_must_be_known():
         fit(model, AutoNormal(model), Y, check_every=0, **_quiet())
 
 
-def test_auto_compiles_only_when_the_steps_pay_for_it():
-    pays, why = compile_pays_off(1000, 1.0)
-    assert not pays and "to compile" in why
-    pays, _ = compile_pays_off(10**7, 1.0)
-    assert pays
-    result = fit(model, AutoNormal(model), Y, steps=30, **_quiet())
-    assert result.engine == "recorded" and result.engine_reason.startswith("auto:")
+def _auto_trainer(steps: int, costs: Costs) -> Trainer:
+    elbo = Trace_ELBO()
+    svi = SVI(model, AutoNormal(model), pyro.optim.Adam({"lr": 0.01}), elbo)
+    return make_trainer("auto", svi, elbo, Settings(steps=steps, costs=costs))
+
+
+def test_auto_records_and_compiles_only_when_the_steps_pay_for_it():
+    pays, why = Costs(compile_seconds=60.0).compile_pays_off(1000, 1.0)
+    assert not pays and "to compile (given" in why
+    assert Costs(compile_seconds=60.0).compile_pays_off(10**7, 1.0)[0]
+    pays, why = Costs(record_seconds=1.0).record_pays_off(100, 5.0)
+    assert not pays and "0.3 s to save <= 1 s to record (given" in why
+    # a short fit stays eager, saying why
+    result = fit(model, AutoNormal(model), Y, steps=10, tol=None, **_quiet())
+    assert result.engine == "eager" and "auto: not recorded:" in result.engine_reason
+    # one the planned steps pay for records (and does not compile)
+    trainer = _auto_trainer(30, Costs(record_seconds=0.0, compile_seconds=1e9))
+    for number in range(1, 6):
+        trainer.step(number, (Y,), {})
+        assert trainer.engine == ("eager" if number <= 2 else "recorded")
+    assert "auto: recorded: " in trainer.reason and "to compile" in trainer.reason
 
 
 def test_the_cli_takes_an_engine(capsys):
@@ -725,7 +744,7 @@ def test_a_compiled_step_no_faster_than_the_recorded_runs_recorded(monkeypatch):
     from guide_core.workflow.engines.program import StepProgram
 
     times = iter([1.0, 5.0, 5.0, 1.0])  # recorded, compiled, then both again
-    monkeypatch.setattr(RecordedTrainer, "_time", lambda self, p, calls=3: next(times))
+    monkeypatch.setattr(recording, "time_replays", lambda t, p, calls=3: next(times))
     monkeypatch.setattr(StepProgram, "compile", lambda self: None)  # no inductor
     result = fit(
         model, AutoNormal(model), Y, steps=5, tol=None, engine="compiled", **_quiet()
@@ -769,8 +788,9 @@ def test_a_draw_baked_into_the_program_is_caught_by_the_check():
 
 
 @pytest.mark.slow
-def test_auto_compiles_when_the_steps_pay_for_it(monkeypatch):
-    monkeypatch.setattr(costs, "_measured", {"compile": 1e-3})
-    result = fit(model, AutoNormal(model), Y, steps=50, tol=None, **_quiet())
-    assert result.engine == "compiled", result.engine_reason
-    assert "to save >" in result.engine_reason and "(measured" in result.engine_reason
+def test_auto_compiles_when_the_steps_pay_for_it():
+    trainer = _auto_trainer(50, Costs(record_seconds=0.0, compile_seconds=1e-3))
+    for number in range(1, 6):
+        trainer.step(number, (Y,), {})
+    assert trainer.engine == "compiled", trainer.reason
+    assert "to save >" in trainer.reason and "to compile (given" in trainer.reason

@@ -90,7 +90,7 @@ def test_a_dataloader_with_a_ragged_last_batch():
     got, svi = _losses(guide_core.SVI, AutoNormal, batches, engine="recorded")
     assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
     assert svi.engine == "recorded"
-    assert len(svi._trainer.programs) == 2  # one per batch shape
+    assert len(svi._trainer.state.programs) == 2  # one per batch shape
 
 
 def test_a_float_that_changes_every_step_replays_one_program():
@@ -100,7 +100,7 @@ def test_a_float_that_changes_every_step_replays_one_program():
     got, svi = _losses(guide_core.SVI, AutoDiagonalNormal, batches, engine="recorded")
     assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
     assert svi.engine == "recorded"
-    assert len(svi._trainer.programs) == 1
+    assert len(svi._trainer.state.programs) == 1
 
 
 FACTOR = {"value": 1.0}
@@ -267,7 +267,7 @@ def test_auto_records_after_pyros_first_steps():
     for _ in range(RECORD_AFTER + 5):
         svi.step(x, y)
     assert svi.engine == "recorded"
-    assert len(svi._trainer.programs) == 1
+    assert len(svi._trainer.state.programs) == 1
 
 
 def reads_a_value(x, y=None):

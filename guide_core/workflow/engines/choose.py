@@ -1,10 +1,11 @@
 """Which engine runs a fit, and why.
 
-``"eager"`` is Pyro's ``SVI`` loop, unchanged. ``"recorded"`` and
-``"compiled"`` need an ELBO whose loss :mod:`.losses` can capture and an
-optimizer :mod:`.optim` can map exactly; otherwise the fit runs eager with
-the reason (and a warning, since another engine was asked for). ``"auto"``
-records when it can and compiles when :func:`~.costs.compile_pays_off`.
+``"eager"`` is Pyro's gradient step. ``"recorded"`` and ``"compiled"`` need
+an ELBO whose loss :mod:`.losses` can capture and an optimizer :mod:`.optim`
+can map exactly; otherwise the steps run eager with the reason (and a
+warning, since another engine was asked for). ``"auto"`` records when it can
+and when the planned steps pay for it, and compiles when they pay for that
+(:class:`~.costs.Costs`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from pyro.infer import SVI
+import attrs
+from pyro.infer.elbo import ELBO
 
 from ..distributed import ProcessGroup
-from .distributed import DistributedTrainer
-from .distributed_recorded import DistributedRecordedTrainer
-from .eager import EagerTrainer
+from .distributed import Ranks
 from .losses import LossFn, NotRecordable, recordable_loss
 from .optim import MappedOptimizer, NotMappable, map_optimizer
-from .recorded import RecordedTrainer
+from .peers import ALONE
+from .trainer import Parts, Settings, Trainer
 
 __all__ = ["ENGINES", "check_engine", "make_trainer", "plan"]
 
@@ -57,77 +58,54 @@ def plan(
 
 def make_trainer(
     engine: str,
-    svi: SVI,
+    svi: Any,
     elbo: Any,
-    args: tuple,
-    kwargs: dict,
+    settings: Settings,
     *,
-    steps: int,
-    check_every: int | None = None,
     group: ProcessGroup | None = None,
-) -> EagerTrainer | RecordedTrainer:
-    """The trainer that runs ``engine``'s steps (an eager one when it must).
+    warn: bool = True,
+) -> Trainer:
+    """The trainer that runs ``engine``'s steps (eager ones when it must).
 
     Parameters
     ----------
     engine : {"auto", "eager", "recorded", "compiled"}
     svi : pyro.infer.SVI
-        The model, guide, optimizer and ELBO.
-    elbo : pyro.infer.ELBO
-        The ELBO ``svi`` was built with.
-    args, kwargs :
-        The model's arguments.
-    steps : int
-        The planned steps.
-    check_every : int or None
-        Check the recorded step against eager every this many steps too.
+        The model, guide, optimizer and ELBO (or loss callable).
+    elbo : pyro.infer.ELBO or callable
+        The loss ``svi`` was built with.
+    settings : Settings
+        How the trainer runs (its ``mode`` is set from ``engine``).
     group : ProcessGroup or None
-        The ranks of a distributed fit: each engine runs on each rank's share
-        of the subsamples, with one all-reduce of the gradients per step
-        (``"auto"`` records but does not compile on its own then).
+        The ranks of a distributed fit: each step runs on this rank's share
+        of the subsamples, with one all-reduce of the gradients.
+    warn : bool
+        Warn when ``engine`` was asked for and the step must run eager.
 
     Returns
     -------
-    EagerTrainer or RecordedTrainer
+    Trainer
         Its ``engine`` and ``reason`` say what runs and why.
     """
+    peers = ALONE if group is None else Ranks(group)
+    parts = Parts.of(svi)
     if engine == "eager":
-        return _eager(svi, args, kwargs, "asked for", group)
-    loss_fn, optimizer, why_not = plan(elbo, svi.optim)
+        return Trainer(parts, attrs.evolve(settings, mode="eager"), peers=peers)
+    why_not = "the loss is not a pyro.infer ELBO"
+    if isinstance(elbo, ELBO):
+        loss_fn, optimizer, why_not = plan(elbo, svi.optim)
     if why_not is not None:
-        if engine != "auto":
+        if engine != "auto" and warn:
             warnings.warn(
-                f"guide_core.fit runs eager: {why_not}", RuntimeWarning, stacklevel=3
+                f"{settings.who} runs eager: {why_not}", RuntimeWarning, stacklevel=3
             )
-        return _eager(svi, args, kwargs, why_not, group)
-    assert loss_fn is not None and optimizer is not None
-    if group is not None:
-        return DistributedRecordedTrainer(
-            svi,
-            args,
-            kwargs,
-            group,
-            loss_fn=loss_fn,
-            optimizer=optimizer,
-            mode=engine,
-            steps=steps,
-            check_every=check_every,
-        )
-    return RecordedTrainer(
-        svi,
-        args,
-        kwargs,
+        eager = attrs.evolve(settings, mode="eager")
+        return Trainer(parts, eager, peers=peers, reason=why_not)
+    return Trainer(
+        parts,
+        attrs.evolve(settings, mode=engine),
         loss_fn=loss_fn,
         optimizer=optimizer,
-        mode=engine,
-        steps=steps,
-        check_every=check_every,
+        peers=peers,
+        reason="asked for" if engine != "auto" else "auto",
     )
-
-
-def _eager(
-    svi: SVI, args: tuple, kwargs: dict, reason: str, group: ProcessGroup | None
-) -> EagerTrainer:
-    if group is not None:
-        return DistributedTrainer(svi, args, kwargs, group, reason=reason)
-    return EagerTrainer(svi, args, kwargs, reason=reason)

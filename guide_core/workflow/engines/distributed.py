@@ -1,4 +1,4 @@
-"""Each rank's share of the subsamples, and the distributed eager engine.
+"""Each rank's share of the subsamples, and the ranks as a trainer's peers.
 
 Every rank draws the same global subsample of each subsampled plate (from a
 generator seeded alike on every rank; :func:`random_subset`, which costs
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import copy
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,16 +34,14 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.util import site_is_subsample
 
 from ..distributed import DistributedError, ProcessGroup
-from .eager import BadStep, EagerTrainer, check_finite, eager_loss_and_grads
+from .eager import BadStep
 
 __all__ = [
-    "DistributedTrainer",
     "Ranks",
     "ShareSubsamples",
     "local_size",
@@ -194,44 +191,45 @@ class ShareSubsamples(Messenger):
 
 
 class Ranks:
-    """What the distributed trainers share: set-up, shares, the all-reduce.
+    """The other ranks of a data-parallel fit, as a trainer's :mod:`.peers`.
+
+    Every rank sets up alike and starts from rank 0's parameters, runs the
+    model and guide on its share of each subsampled plate, and averages its
+    gradients with the others' in one all-reduce per step.
 
     Parameters
     ----------
-    svi : pyro.infer.SVI
-        The user's model, guide, optimizer and ELBO.
     group : ProcessGroup
         The ranks.
-
-    Attributes
-    ----------
-    svi : pyro.infer.SVI
-        The same, with model and guide taking their shares (:meth:`inputs`).
     """
 
-    def __init__(self, svi: SVI, group: ProcessGroup):
+    alone = False
+
+    def __init__(self, group: ProcessGroup):
         self.group = group
         self.share = ShareSubsamples(group.rank, group.world_size, torch.Generator())
-        self.svi = copy.copy(svi)  # the same ELBO and optimizer
-        self.svi.model = self.share.wrap(svi.model)
-        self.svi.guide = self.share.wrap(svi.guide)
         self.ready = False
         self.known: dict[str, torch.Tensor] = {}  # the params of the last reduce
         self._reduced = False
+
+    def wrap(self, fn: Callable) -> Callable:
+        """The model or guide taking its shares (see :meth:`inputs`)."""
+        return self.share.wrap(fn)
 
     def describe(self, reason: str) -> str:
         """The engine's reason, prefixed with the ranks."""
         return f"{self.group.describe()}; {reason}"
 
-    def setup(self, args: tuple, kwargs: dict) -> None:
-        """Seed alike, create the params (one guide and model run), take rank 0's."""
+    def setup(self, parts: Any, args: tuple, kwargs: dict) -> None:
+        """Seed alike, create the params (one run of the wrapped guide and
+        model of ``parts``), take rank 0's."""
         seed = self.group.shared_seed()
         pyro.set_rng_seed((seed + self.group.rank) % 2**32)
         self.share.generator.manual_seed(seed)
+        model, guide = parts.model, parts.guide
         failed: BaseException | None = None
         try:
             with poutine.trace(param_only=True) as capture, torch.no_grad():
-                model, guide = self.svi.model, self.svi.guide
                 guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
                 poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
                     *args, **kwargs
@@ -248,9 +246,10 @@ class Ranks:
         }
         self.ready = True
 
-    def inputs(self, kwargs: dict) -> dict:
-        """``kwargs`` with this step's fresh shares added."""
-        return {**kwargs, **{_PREFIX + n: t for n, t in self.share.draw().items()}}
+    def inputs(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """The arguments, with this step's fresh shares added to ``kwargs``."""
+        shares = {_PREFIX + n: t for n, t in self.share.draw().items()}
+        return args, {**kwargs, **shares}
 
     def reduce(
         self, number: int, loss: float, params: dict[str, torch.Tensor]
@@ -261,11 +260,13 @@ class Ranks:
         self._reduced = True
         return self.group.average(number, loss, ordered)
 
-    def guarded(self, number: int, args: tuple, kwargs: dict, run: Callable) -> float:
+    def guarded(
+        self, number: int, parts: Any, args: tuple, kwargs: dict, run: Callable
+    ) -> float:
         """Run step ``number`` (set up first); an error before the all-reduce
         is told to the peers in it, so they stop at the same step."""
         if not self.ready:
-            self.setup(args, kwargs)
+            self.setup(parts, args, kwargs)
         self._reduced = False
         try:
             return run()
@@ -277,61 +278,3 @@ class Ranks:
                 with contextlib.suppress(DistributedError):
                     self.group.average(number, 0.0, ordered, failed=True)
             raise
-
-
-class RanksReason:
-    """Mixin of the distributed trainers: their reason, told with the ranks."""
-
-    ranks: Ranks
-    _reason: str
-
-    @property
-    def reason(self) -> str:
-        """Why this engine, after the ranks."""
-        return self.ranks.describe(self._reason)
-
-    @reason.setter
-    def reason(self, value: str) -> None:
-        self._reason = value
-
-
-class DistributedTrainer(RanksReason, EagerTrainer):
-    """Pyro's eager step on each rank's share, gradients averaged before the update.
-
-    Parameters
-    ----------
-    svi : pyro.infer.SVI
-        The model, guide, optimizer and ELBO.
-    args, kwargs :
-        The model's arguments.
-    group : ProcessGroup
-        The ranks.
-    reason : str
-        Why this engine (shown with the fit, after the ranks).
-    """
-
-    engine = "eager"
-
-    def __init__(
-        self, svi: SVI, args: tuple, kwargs: dict, group: ProcessGroup, reason: str
-    ):
-        self.ranks = Ranks(svi, group)
-        super().__init__(self.ranks.svi, args, kwargs, reason=reason)
-
-    def step(self, number: int) -> float:
-        """Run step ``number`` on this rank's share; return the mean loss."""
-        return self.ranks.guarded(
-            number, self.args, self.kwargs, lambda: self._step(number)
-        )
-
-    def _step(self, number: int) -> float:
-        kwargs = self.ranks.inputs(self.kwargs)
-        loss, params = eager_loss_and_grads(self.svi, self.args, kwargs)
-        self.params.update(params)
-        loss = self.ranks.reduce(number, loss, params)
-        check_finite(number, loss, {n: p.grad for n, p in params.items()})
-        ordered = [params[name] for name in sorted(params)]
-        self.svi.optim(ordered)
-        for p in ordered:
-            p.grad = None
-        return loss

@@ -1,24 +1,23 @@
-"""The eager engine: Pyro's own step, checked before the update.
+"""The eager step: Pyro's own gradients, and the checks every step makes.
 
-Each step runs the ELBO's ``loss_and_grads`` (the guide's draws, the model's
-density, the backward pass, all by Pyro), checks the loss and every gradient
-for NaN or infinity, and only then lets the optimizer update.
+:func:`eager_loss_and_grads` runs the ELBO's ``loss_and_grads`` (the guide's
+draws, the model's density, the backward pass, all by Pyro);
+:func:`check_finite` stops a step whose loss or a gradient is NaN or
+infinite before the optimizer updates.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI
 
 __all__ = [
     "BadStep",
-    "EagerTrainer",
     "all_sums_finite",
     "check_finite",
     "eager_loss_and_grads",
@@ -70,11 +69,12 @@ def param_leaves(trace: Any) -> dict[str, torch.Tensor | None]:
 
 
 def eager_loss_and_grads(
-    svi: SVI, args: tuple, kwargs: dict
+    svi: Any, args: tuple, kwargs: dict
 ) -> tuple[float, dict[str, torch.Tensor]]:
     """Run Pyro's ``loss_and_grads``; return the loss and the params it used.
 
-    The gradients are left in each param's ``.grad``.
+    ``svi`` is a ``pyro.infer.SVI`` or anything with its ``model``, ``guide``
+    and ``loss_and_grads``. The gradients are left in each param's ``.grad``.
     """
     with poutine.trace(param_only=True) as capture:
         loss = svi.loss_and_grads(svi.model, svi.guide, *args, **kwargs)
@@ -88,29 +88,3 @@ def zero_all_grads(params: dict[str, torch.Tensor]) -> None:
         p.grad = None
     for _, p in pyro.get_param_store().named_parameters():
         p.grad = None
-
-
-class EagerTrainer:
-    """One Pyro ``SVI`` step at a time, checking the loss and gradients first."""
-
-    engine = "eager"
-
-    def __init__(self, svi: SVI, args: tuple, kwargs: dict, reason: str):
-        self.svi, self.args, self.kwargs = svi, args, kwargs
-        self.reason = reason
-        self.params: dict[str, torch.Tensor] = {}
-        self.on_change: Callable[[], None] = lambda: None
-
-    def zero_grads(self) -> None:
-        """Drop every gradient (after an interrupted or failed step)."""
-        zero_all_grads(self.params)
-
-    def step(self, number: int) -> float:
-        """Run step ``number``; return its loss."""
-        loss, params = eager_loss_and_grads(self.svi, self.args, self.kwargs)
-        self.params.update(params)
-        check_finite(number, loss, {n: p.grad for n, p in params.items()})
-        self.svi.optim(params.values())
-        for p in params.values():
-            p.grad = None
-        return loss
