@@ -79,6 +79,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.distributed", "--out", "benchmarks/results")
     # the loops users have: guide_core.SVI and ELBOModule against Pyro's
     session.run("python", "-m", "benchmarks.loops", "--out", "benchmarks/results")
+    # short fits, whole processes: never slower than Pyro's loop
+    session.run("python", "-m", "benchmarks.short_fit", "--out", "benchmarks/results")
     # accuracy on real posteriors (posteriordb reference draws), every method
     session.run(
         "python",

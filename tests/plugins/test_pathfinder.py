@@ -237,3 +237,23 @@ def test_newton_stops_where_the_hessian_is_not_negative_definite(float64):
     assert float(elbos[1]) < float(elbos[0])
     singular = gaussian_elbos(normal, [(torch.zeros(2), torch.zeros(2, 2))], 8)
     assert singular[0] == -float("inf")
+
+
+def one_draw_regression(x, y):
+    """Written for one draw at a time: ``x @ w`` with a vector ``w``."""
+    w = pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+    s = pyro.sample("s", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(x @ w, s), obs=y)
+
+
+def test_densities_of_a_model_for_one_draw_are_mapped_not_looped(float64):
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
+    y = x @ torch.tensor([1.0, -0.5, 0.2])
+    guide = registry.make("auto_pathfinder", one_draw_regression)
+    guide(x, y)
+    zs = torch.randn(50, 4, generator=torch.Generator().manual_seed(1))
+    got = guide._log_densities(zs, (x, y), {})
+    assert guide._vectorizes is False and guide._maps is True
+    want = torch.stack([guide._log_density(z, (x, y), {}) for z in zs])
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

@@ -37,6 +37,7 @@ class DrawDensities:
 
     _point: torch.Tensor | None = None
     _vectorizes: bool | None = None
+    _maps: bool | None = None  # torch.func.vmap gives the one-by-one densities
     _plate_nesting: int | None = None
     #: The last numerical error a model raised at a point (for the notes).
     last_rejection: str | None = None
@@ -84,29 +85,32 @@ class DrawDensities:
         self, zs: torch.Tensor, args: tuple, kwargs: dict
     ) -> torch.Tensor:
         """Log densities at the rows of ``zs``: vectorized under a plate when
-        the model allows (checked once, on three rows, against one at a time,
-        so a model that broadcasts its draws wrongly never runs a big batch),
-        else one by one."""
+        the model allows, else mapped over the rows by ``torch.func.vmap``
+        (a model written for one draw, ``x @ coef``, maps without change),
+        else one by one. Each way is checked once, on three rows, against
+        one at a time, so a model that broadcasts its draws wrongly never
+        runs a big batch."""
         if zs.shape[0] > 1 and self._vectorizes is None:
             probe = zs[:3]
             one_by_one = torch.stack(
                 [self._log_density_or_reject(z, args, kwargs) for z in probe]
             )
+            self._vectorizes = _agrees(
+                self._vectorized, probe, one_by_one, args, kwargs
+            )
+            if not self._vectorizes:
+                self._maps = _agrees(self._mapped, probe, one_by_one, args, kwargs)
+        if zs.shape[0] > 1 and (self._vectorizes or self._maps):
+            way = self._vectorized if self._vectorizes else self._mapped
             try:
-                out = self._vectorized(probe, args, kwargs)
-                self._vectorizes = bool(
-                    torch.allclose(
-                        out, one_by_one, rtol=1e-6, atol=1e-6, equal_nan=True
-                    )
-                )
-            except Exception:  # noqa: BLE001 - any failure: one at a time
-                self._vectorizes = False
-        if zs.shape[0] > 1 and self._vectorizes:
-            try:
-                return self._vectorized(zs, args, kwargs)
+                return way(zs, args, kwargs)
             except DOMAIN_ERRORS:  # some row is outside: find it one at a time
                 pass
         return torch.stack([self._log_density_or_reject(z, args, kwargs) for z in zs])
+
+    def _mapped(self, zs: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+        with pyro.validation_enabled(False):  # its checks read values
+            return torch.func.vmap(lambda z: self._log_density(z, args, kwargs))(zs)
 
     def _vectorized(self, zs: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
         nesting = self._nesting(zs[0], args, kwargs)
@@ -130,3 +134,14 @@ class DrawDensities:
                     raise ValueError("not vectorized")
                 total = total + sign * per.reshape(-1).expand(n)
         return total
+
+
+def _agrees(
+    way, probe: torch.Tensor, want: torch.Tensor, args: tuple, kwargs: dict
+) -> bool:
+    """Whether ``way`` gives the one-by-one densities ``want`` on ``probe``."""
+    try:
+        got = way(probe, args, kwargs)
+    except Exception:  # noqa: BLE001 - any failure: not this way
+        return False
+    return bool(torch.allclose(got, want, rtol=1e-6, atol=1e-6, equal_nan=True))
