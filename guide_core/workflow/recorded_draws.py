@@ -4,11 +4,12 @@ A model written for one draw at a time (``x @ coef`` with a vector ``coef``)
 cannot be run under a particle plate, so the PSIS k-hat and the posterior
 samples of such a model used to trace the guide and the model once per
 draw, about as long as a hundred fit steps for 500 draws. The draw is a
-fixed tensor program, though: :func:`recorded_draws` captures one draw (the
+fixed tensor program, though: :func:`recorded_draws` records one draw (the
 guide's sample, the model replayed, what ``collect`` takes from the traces)
-with the recorded engine's recorder, checks it against an eager draw on the
-same random state, and replays it. The draws consume the random stream as
-the eager draws do, so they are the same draws.
+with the core's capture layer (:func:`guide_core.core.capture.record`:
+captured, shortened, checked against an eager draw on the same random
+state), and replays it. The draws consume the random stream as the eager
+draws do, so they are the same draws.
 """
 
 from __future__ import annotations
@@ -18,17 +19,12 @@ from typing import Any
 
 import pyro
 import torch
-from torch.fx.experimental.proxy_tensor import make_fx
 
-from ..core.seeded import first_mismatch, run_seeded
-from .engines.fastcall import use_bindings
-from .engines.program import split_args
-from .engines.simplify import simplify
+from ..core.capture import record, split_args
 
 __all__ = ["MIN_DRAWS", "recorded_draws"]
 
 MIN_DRAWS = 50  # fewer draws than this do not pay for the recording
-_SEED = 0x5EED
 
 
 def recorded_draws(
@@ -36,6 +32,7 @@ def recorded_draws(
     num_draws: int,
     args: tuple,
     kwargs: Mapping[str, Any],
+    min_draws: int = MIN_DRAWS,
 ) -> dict[str, torch.Tensor] | None:
     """``num_draws`` calls of ``draw(args, kwargs)``, concatenated on dim 0.
 
@@ -47,15 +44,17 @@ def recorded_draws(
     num_draws : int
     args, kwargs :
         The model's arguments.
+    min_draws : int
+        Fewer draws than this are not recorded (the recording would not pay).
 
     Returns
     -------
     dict or None
-        The draws, or None when the draw cannot be recorded (it reads a
-        value, or the program disagrees with an eager draw); the caller then
-        draws eagerly.
+        The draws, or None when they are too few or the draw cannot be
+        recorded (it reads a value, or the program disagrees with an eager
+        draw); the caller then draws eagerly.
     """
-    if num_draws < MIN_DRAWS:
+    if num_draws < min_draws:
         return None
     tensors, rebuild = split_args(tuple(args), dict(kwargs))
     keys: list[str] = []
@@ -67,17 +66,11 @@ def recorded_draws(
 
     try:
         with torch.no_grad(), pyro.validation_enabled(False):
-            graph = run_seeded(lambda: make_fx(one)(*tensors), _SEED, [])
-            graph = simplify(graph)
-            graph, _ = run_seeded(lambda: use_bindings(graph, tensors), _SEED, [])
-            want = run_seeded(lambda: one(*tensors), _SEED, [])
-            got = run_seeded(lambda: graph(*tensors), _SEED, [])
+            program = record(one, tensors, names=keys)
     except Exception:  # noqa: BLE001 - anything unrecordable is drawn eagerly
-        return None
-    if first_mismatch(list(want), list(got), keys) is not None:
         return None
     parts: list[tuple[torch.Tensor, ...]] = []
     with torch.no_grad():
         for _ in range(num_draws):
-            parts.append(graph(*tensors))
+            parts.append(program(*tensors))
     return {k: torch.cat([p[i] for p in parts]) for i, k in enumerate(keys)}

@@ -14,7 +14,8 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 import guide_core
 from guide_core import AutoMultivariateNormal, AutoNormal
-from guide_core.workflow.engines import private_pyro, private_torch
+from guide_core.core import private_torch
+from guide_core.workflow.engines import private_pyro
 from guide_core.workflow.engines.fused_adam import DirectFusedAdam
 
 Y = torch.tensor([0.3, -1.2, 2.1, 0.8, 1.7, -0.4])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -38,6 +40,14 @@ def _fitted():
     return guide
 
 
+def _eager_only(monkeypatch):
+    """Draw eagerly: no number of draws is enough to record them."""
+    monkeypatch.setattr(
+        "guide_core.workflow.sampling.recorded_draws",
+        functools.partial(rd.recorded_draws, min_draws=10**9),
+    )
+
+
 def _log_weights(model_trace, guide_trace):
     def collect(mt, gt, num_draws, dim):
         mt.compute_log_prob(), gt.compute_log_prob()
@@ -60,7 +70,7 @@ def test_recorded_draws_are_the_eager_draws_bit_for_bit(monkeypatch):
     )
     pyro.set_rng_seed(3)
     recorded = over_draws(regression, guide, 200, (X, Y), {}, _log_weights)
-    monkeypatch.setattr(rd, "MIN_DRAWS", 10**9)
+    _eager_only(monkeypatch)
     pyro.set_rng_seed(3)
     eager = over_draws(regression, guide, 200, (X, Y), {}, _log_weights)
     assert calls and calls[0] is not None  # the recorded draws were used
@@ -88,17 +98,14 @@ def test_a_draw_that_reads_a_value_is_not_recorded():
 
     assert rd.recorded_draws(draw, 100, (X, Y), {}) is None
     assert rd.recorded_draws(draw, rd.MIN_DRAWS - 1, (X, Y), {}) is None
+    assert rd.recorded_draws(draw, 100, (X, Y), {}, min_draws=101) is None
 
 
-def test_the_khat_of_a_model_that_does_not_vectorize_is_unchanged():
+def test_the_khat_of_a_model_that_does_not_vectorize_is_unchanged(monkeypatch):
     guide = _fitted()
     pyro.set_rng_seed(5)
     fast = psis_khat(regression, guide, X, Y, num_samples=300)
+    _eager_only(monkeypatch)
     pyro.set_rng_seed(5)
-    rd_min = rd.MIN_DRAWS
-    try:
-        rd.MIN_DRAWS = 10**9
-        slow = psis_khat(regression, guide, X, Y, num_samples=300)
-    finally:
-        rd.MIN_DRAWS = rd_min
+    slow = psis_khat(regression, guide, X, Y, num_samples=300)
     assert fast.value == slow.value

@@ -10,11 +10,11 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from guide_core import AutoDelta, AutoMultivariateNormal, AutoNormal
+from guide_core.core.capture import simplify
 from guide_core.core.seeded import run_seeded
 from guide_core.workflow.engines.eager import all_sums_finite, eager_loss_and_grads
 from guide_core.workflow.engines.losses import recordable_loss
 from guide_core.workflow.engines.program import record
-from guide_core.workflow.engines.simplify import simplify
 
 aten = torch.ops.aten
 Y = torch.tensor([0.5, 1.0, 1.5, 0.2, 1.1, 0.8, -0.3, 0.9])
@@ -139,27 +139,27 @@ def test_an_output_never_shares_memory_with_the_program_or_an_input():
 
 
 def test_calls_go_through_bindings_only_where_they_agree(monkeypatch):
-    from guide_core.workflow.engines import fastcall
+    from guide_core.core.capture import bindings
 
     def f(x):
         return (x + 2.0).exp().sum(), torch.empty(2).normal_() * x
 
     x = torch.randn(2)
-    gm, rewritten = fastcall.use_bindings(make_fx(f)(x), [x])
+    gm, rewritten = bindings.use_bindings(make_fx(f)(x), [x])
     kinds = {n.target: n.op for n in gm.graph.nodes}
     # add, exp, sum, mul (and torch.empty when two fresh buffers happen to agree)
     assert rewritten in (4, 5) and {torch.add, torch.exp, torch.sum} <= set(kinds)
     assert kinds[aten.normal_.default] == "call_function"  # draws keep their op
-    real = fastcall._binding
+    real = bindings._binding
     # a binding that computes something else is never used
     monkeypatch.setattr(
-        fastcall,
+        bindings,
         "_binding",
         lambda n: (
             ("call_function", torch.sub) if n.target is aten.add.Tensor else real(n)
         ),
     )
-    gm, _ = fastcall.use_bindings(make_fx(f)(x), [x])
+    gm, _ = bindings.use_bindings(make_fx(f)(x), [x])
     assert aten.add.Tensor in {n.target for n in gm.graph.nodes}
     assert torch.equal(gm(x)[0], (x + 2.0).exp().sum())
 

@@ -5,8 +5,8 @@ model before it reaches the kernel: hooks, the profiler's record, grouping
 the tensors by device and dtype, looking up every parameter's state. Once
 every state exists, :class:`DirectFusedAdam` keeps those lists and calls
 the same kernel (``torch._fused_adam_`` or ``torch._fused_adamw_``, read
-through :mod:`.private_torch`) with the same arguments ``step()`` would
-pass, so the update, and the optimizer's state (``state_dict``,
+through :mod:`guide_core.core.private_torch`) with the same arguments
+``step()`` would pass, so the update, and the optimizer's state (``state_dict``,
 checkpoints) are exactly those of ``step()``.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .private_torch import fused_adam_kernels
+from ...core.private_torch import fused_adam_kernels
 
 __all__ = ["DirectFusedAdam"]
 

@@ -20,7 +20,7 @@ import pyro.optim
 import torch
 from pyro.optim.clipped_adam import ClippedAdam
 
-from .fallbacks import Fallbacks
+from ...core.fallbacks import Fallbacks
 
 __all__ = [
     "grad_clip_args",

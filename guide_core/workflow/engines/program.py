@@ -2,153 +2,43 @@
 
 The step is the function ``(params..., tensor args...) -> (loss, grads...)``:
 the guide's draws, the model's log density, the ELBO and its gradients. It is
-captured once by :func:`torch.fx.experimental.proxy_tensor.make_fx`, at the
-level of aten operations, backward pass included; the random draws are
-operations of the program (``aten.normal_``, ``aten.randperm``, ...), so
-every replay draws afresh. The parameters are the param store's own tensors,
-passed in (never copied), so they stay in Pyro's param store under Pyro's
-names. A program holds for one :func:`signature` of its inputs.
+captured once by the core's capture layer (:mod:`guide_core.core.capture`:
+``make_fx``, then shortened bit for bit and called through torch's
+bindings), at the level of aten operations, backward pass included; the
+random draws are operations of the program (``aten.normal_``,
+``aten.randperm``, ...), so every replay draws afresh. The parameters are
+the param store's own tensors, passed in (never copied), so they stay in
+Pyro's param store under Pyro's names. A program holds for one
+:func:`signature` of its inputs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyro
 import torch
 from pyro import poutine
-from torch.fx.experimental.proxy_tensor import make_fx
 
+from ...core.capture import NotCapturable, capture, shorten, signature, split_args
+from ...core.private_torch import compile_graph
 from .eager import all_sums_finite, param_leaves
-from .fastcall import use_bindings
 from .for_inductor import blas_products
 from .losses import LossFn, NotRecordable
-from .private_torch import compile_graph
 from .repeats import ReuseRepeats
-from .simplify import simplify
 
 __all__ = ["StepProgram", "record", "signature", "split_args"]
-
-_OWN = tuple(
-    os.path.dirname(m.__file__)
-    for m in (torch, pyro)
-    if getattr(m, "__file__", None) is not None
-) + (os.path.dirname(os.path.dirname(os.path.dirname(__file__))),)
-
-
-def _layout(t: torch.Tensor) -> tuple:
-    return (tuple(t.shape), t.stride(), t.dtype, t.device)
-
-
-def _lifted(value: Any) -> bool:
-    """Whether a top-level argument is a Python float made an input."""
-    return type(value) is float
-
-
-def _describe(value: Any, top: bool = True, lift: bool = False) -> Any:
-    if top and lift and _lifted(value):
-        return ("float",)
-    if isinstance(value, torch.Tensor):
-        # a top-level tensor is an input of the program; one nested in a
-        # container is captured as a constant: known by identity and version
-        if top:
-            return ("tensor", *_layout(value))
-        return ("constant", id(value), value._version)
-    if isinstance(value, (tuple, list)):
-        return (type(value).__name__, tuple(_describe(v, False) for v in value))
-    if isinstance(value, dict):
-        items = sorted(value.items())
-        return ("dict", tuple((k, _describe(v, False)) for k, v in items))
-    try:
-        hash(value)
-    except TypeError:
-        return ("object", id(value))
-    return ("value", type(value).__name__, value)
-
-
-def signature(
-    params: Sequence[tuple[str, torch.Tensor]],
-    args: tuple,
-    kwargs: dict,
-    lift: bool = False,
-):
-    """What a program assumed: shapes, strides, dtypes and devices of the inputs.
-
-    Parameters
-    ----------
-    params : sequence of (str, torch.Tensor)
-        The param store's names and unconstrained tensors the step uses.
-    args, kwargs :
-        The model's arguments: top-level tensors (the program's inputs) by
-        shape, strides, dtype and device; tensors inside containers (captured
-        as constants) by identity; other values by value (by identity if
-        they are not hashable).
-    lift : bool
-        Top-level Python floats are inputs too (any value, one program).
-
-    Returns
-    -------
-    tuple
-        Hashable; a program is replayed only on an equal signature.
-    """
-    return (
-        tuple((n, id(p), *_layout(p)) for n, p in params),
-        tuple(_describe(a, True, lift) for a in args),
-        tuple((k, _describe(v, True, lift)) for k, v in sorted(kwargs.items())),
-    )
-
-
-def split_args(
-    args: tuple, kwargs: dict, lift: bool = False
-) -> tuple[list[torch.Tensor], Callable]:
-    """The tensors among the top-level arguments, and how to put them back.
-
-    With ``lift``, top-level Python floats are among them, as 0-d tensors of
-    the default dtype (a KL weight that changes every step is then an input
-    of one program, not a constant of a new one each step).
-    """
-
-    def is_input(value: Any) -> bool:
-        return isinstance(value, torch.Tensor) or (lift and _lifted(value))
-
-    def as_tensor(value: Any) -> torch.Tensor:
-        if isinstance(value, torch.Tensor):
-            return value
-        return torch.tensor(value, dtype=torch.get_default_dtype())
-
-    slots = [i for i, a in enumerate(args) if is_input(a)]
-    keys = [k for k, v in kwargs.items() if is_input(v)]
-    tensors = [as_tensor(args[i]) for i in slots] + [as_tensor(kwargs[k]) for k in keys]
-
-    def rebuild(values: Sequence[torch.Tensor]) -> tuple[tuple, dict]:
-        new_args, new_kwargs = list(args), dict(kwargs)
-        for i, v in zip(slots, values):
-            new_args[i] = v
-        for k, v in zip(keys, values[len(slots) :]):
-            new_kwargs[k] = v
-        return tuple(new_args), new_kwargs
-
-    return tensors, rebuild
-
-
-def _user_line(exc: BaseException) -> str:
-    """The innermost frame of the traceback outside torch, pyro and guide_core."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    for frame in reversed(frames):
-        if not frame.filename.startswith(_OWN):
-            return f"{frame.filename}:{frame.lineno} ({frame.name}: {frame.line})"
-    last = frames[-1] if frames else None
-    return f"{last.filename}:{last.lineno}" if last else "an unknown line"
 
 
 class _SharedWrite(Exception):
     """A result reused by two calls was written to: capture again without reuse."""
+
+
+_PASS = (NotRecordable, _SharedWrite)  # raised by the step: not capture failures
 
 
 class StepProgram:
@@ -279,7 +169,7 @@ def record(
     start = time.perf_counter()
     try:
         with pyro.validation_enabled(False):
-            graph = make_fx(step)(*leaves, *tensors)
+            graph = capture(step, [*leaves, *tensors], passthrough=_PASS)
     except NotRecordable:
         raise
     except _SharedWrite:
@@ -288,11 +178,8 @@ def record(
             loss_fn, model, guide, params, args, kwargs, False, lift
         )
         return program, spent + seconds
-    except Exception as exc:  # noqa: BLE001 - any capture failure means eager
-        what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "value out of a tracing tensor" in what or "data-dependent" in what:
-            what = "it reads a tensor's value into Python"
-        raise NotRecordable(f"{what} at {_user_line(exc)}") from exc
+    except NotCapturable as exc:
+        raise NotRecordable(str(exc)) from exc.__cause__
     # a param the step reads but was not given would be a constant of the
     # program; a module-local one (no param store entry) is known by its module
     given = {id(p) for p in leaves}
@@ -303,8 +190,6 @@ def record(
     )
     if extra:
         raise NotRecordable(f"the step uses params it was not given: {extra}")
-    try:  # shorter and through the bindings; on any doubt, as captured
-        graph, _ = use_bindings(simplify(copy.deepcopy(graph)), [*leaves, *tensors])
-    except Exception:  # noqa: BLE001 - the captured program is still right
-        pass
+    # shorter and through the bindings; on any doubt, as captured
+    graph = shorten(graph, [*leaves, *tensors])
     return StepProgram(graph, tuple(used)), time.perf_counter() - start

@@ -4,9 +4,9 @@ A guide or a distribution often computes the same value twice from the
 same tensors: funsor factorises a precision once for the draw and once for
 its density, Pyro recomputes a ``scale_tril`` in ``rsample`` and in
 ``log_prob``. Recording the step keeps both forward calls (and
-:func:`~.simplify.simplify` merges them), but autograd has already built one
-backward pass per call: on a 500-dim AutoGaussian two Cholesky backward
-passes, each three ``N^3`` products. :class:`ReuseRepeats`, a
+:func:`guide_core.core.capture.simplify` merges them), but autograd has
+already built one backward pass per call: on a 500-dim AutoGaussian two
+Cholesky backward passes, each three ``N^3`` products. :class:`ReuseRepeats`, a
 :class:`~torch.overrides.TorchFunctionMode` active during the forward pass
 of the recorded step, hands the second call the first call's result, so
 the gradients of both uses are summed before one backward pass.
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .private_torch import untraced
+from ...core.private_torch import untraced
 
 __all__ = ["ReuseRepeats"]
 

@@ -18,10 +18,17 @@ from pyro import poutine
 from pyro.ops.linalg import ignore_torch_deprecation_warnings
 from pyro.poutine.runtime import am_i_wrapped, get_plates
 
+from guide_core.core.capture import (
+    NotCapturable,
+    ProgramCache,
+    capturing,
+    perturbed,
+    record,
+    signature,
+)
 from guide_core.registry.checks import require_extras
 
 from .base import AutoGaussian
-from .replay import NotReplayable, ProgramCache, record
 from .structure import plate_names
 
 __all__ = ["AutoGaussianFunsor", "import_funsor"]
@@ -63,8 +70,9 @@ class AutoGaussianFunsor(AutoGaussian):
 
     Cost is linear in the plate sizes. funsor's symbolic dispatch costs far
     more than the torch operations it issues, so the first draw for given
-    shapes records those operations (:mod:`.replay`) and later draws replay
-    them: the same values, gradients and random draws without the dispatch.
+    shapes records those operations (:func:`guide_core.core.capture.record`,
+    checked against funsor on perturbed params) and later draws replay them:
+    the same values, gradients and random draws without the dispatch.
     Needs monotone plates (a site's upstreams sit in no plate the site
     lacks). The joint log-density is the factor site
     ``_AutoGaussianFunsor_latent``. ``quantiles`` use a dense factorisation.
@@ -159,29 +167,38 @@ class AutoGaussianFunsor(AutoGaussian):
 
     def _rsample(self) -> tuple[torch.Tensor, ...]:
         """Draw with funsor; replay funsor's recorded tensor program when the
-        shapes were seen before (the same draws, without funsor's dispatch)."""
+        shapes were seen before (the same draws, without funsor's dispatch).
+
+        Under an outer capture (the recorded SVI step) or a jit trace, a
+        program not recorded yet is not recorded: funsor runs, and the outer
+        capture records its calls.
+        """
         particles = frozenset(get_plates())
         params = self._flat_params()
         if torch.jit.is_tracing():
             return self._rsample_fn(particles)(*params)
         key = (
             tuple(sorted((f.name, f.size, f.dim) for f in particles)),
-            tuple((p.shape, p.dtype, p.device) for p in params),
+            signature((), tuple(params), {}),
         )
-        if key in self._programs:
-            program = self._programs[key]
-            if program is None:  # known not to be replayable
-                return self._rsample_fn(particles)(*params)
-            with ignore_torch_deprecation_warnings():
-                return program(*params)
+        if key not in self._programs and not capturing():
+            self._programs[key] = self._record(particles, params)
+        program = self._programs.get(key)
+        if program is None:  # not recorded, or known not to be replayable
+            return self._rsample_fn(particles)(*params)
+        with ignore_torch_deprecation_warnings():
+            return program(*params)
+
+    def _record(self, particles: frozenset, params: list[torch.Tensor]) -> Any:
+        """funsor's program for these shapes, or None (funsor runs each call)."""
         fn = self._rsample_fn(particles)
         try:
-            program, outputs = record(fn, params)
-        except NotReplayable as exc:
+            return record(
+                fn, params, check_inputs=perturbed(params), differentiable=True
+            )
+        except NotCapturable as exc:
             logger.info("%s; funsor runs on every call", exc)
-            program, outputs = None, exc.outputs
-        self._programs[key] = program
-        return outputs
+            return None
 
     def _sample_aux_values(self, *, temperature: float) -> dict[str, torch.Tensor]:
         if temperature not in (0, 1):

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .private_torch import OP_OVERLOAD, binding_namespaces
-from .simplify import impure
+from ..private_torch import OP_OVERLOAD, binding_namespaces
+from .passes import impure
 
 __all__ = ["use_bindings"]
 

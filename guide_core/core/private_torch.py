@@ -1,10 +1,12 @@
-"""Every private torch name the engines use, each with its public fallback.
+"""Every private torch name guide_core uses, each with its public fallback.
 
-The engines reach past torch's public API where it is slower: the generated
-bindings of aten ops (:mod:`.fastcall`), Adam's fused kernel called directly
-(:mod:`.fused_adam`), inductor's compile of a captured graph
-(:mod:`.program`), and the generators' state read outside a tracer
-(:mod:`.repeats`). Each is read here and only here. Under
+The capture layer and the engines reach past torch's public API where it is
+slower: the generated bindings of aten ops
+(:mod:`guide_core.core.capture.bindings`), Adam's fused kernel called
+directly (``workflow/engines/fused_adam.py``), inductor's compile of a
+captured graph (``workflow/engines/program.py``), and the generators' state
+read outside a tracer (``workflow/engines/repeats.py``). Each is read here
+and only here. Under
 :func:`public_only`, or where a name is gone (a newer torch), each gives its
 public fallback: the step is slower, never wrong or broken.
 ``tests/workflow/test_private_names.py`` forces the fallbacks and checks the

@@ -1,6 +1,7 @@
 """A switch between a dependency's private names and their public fallbacks.
 
-:mod:`.private_torch` and :mod:`.private_pyro` each hold one; its
+:mod:`guide_core.core.private_torch` and
+``guide_core.workflow.engines.private_pyro`` each hold one; its
 :meth:`Fallbacks.public_only` makes every accessor there give its public
 fallback within a block, so a test can check that the engines stay right
 without the private names (as with a newer torch or Pyro that lacks them).
