@@ -99,25 +99,42 @@ def guide_facts(guide: Any) -> dict[str, SiteRecord] | None:
 
 
 class _SiteSpy(Messenger):
-    """Notes the record of every latent site the model samples."""
+    """Notes the record of every latent site the model samples, and the dims
+    of its plates among ``free_plates`` (whose sizes may differ)."""
 
-    def __init__(self) -> None:
+    def __init__(self, free_plates: Iterable[str] = ()) -> None:
         super().__init__()
         self.sites: dict[str, SiteRecord] = {}
+        self.free_plates = frozenset(free_plates)
+        self.free_dims: dict[str, set[int]] = {}
 
     def _pyro_sample(self, msg: dict) -> None:
         if _is_latent(msg):
             self.sites[msg["name"]] = site_record(msg["fn"], _frames(msg))
+            self.free_dims[msg["name"]] = {
+                f.dim for f in msg["cond_indep_stack"] if f.name in self.free_plates
+            }
 
 
 def _shape(record: Mapping[str, Any]) -> tuple[int, ...]:
     return tuple(record["shape"])
 
 
+def _fixed(record: Mapping[str, Any], free: Iterable[int]) -> tuple[int, ...]:
+    """The shape without the dims of plates whose size may vary."""
+    shape = _shape(record)
+    drop = {len(shape) - record["event_dim"] + dim for dim in free}
+    return tuple(n for i, n in enumerate(shape) if i not in drop)
+
+
 def differences(
-    saved: Mapping[str, SiteRecord], seen: Mapping[str, SiteRecord]
+    saved: Mapping[str, SiteRecord],
+    seen: Mapping[str, SiteRecord],
+    free_dims: Mapping[str, Iterable[int]] | None = None,
 ) -> list[str]:
-    """Describe how the sites ``seen`` in a model differ from the ``saved`` ones."""
+    """Describe how the sites ``seen`` in a model differ from the ``saved`` ones
+    (the batch dims ``free_dims`` of a site, amortized plates, may differ)."""
+    free_dims = free_dims or {}
     out = []
     missing = [n for n in saved if n not in seen]
     extra = [n for n in seen if n not in saved]
@@ -129,9 +146,11 @@ def differences(
             "saved guide does not know"
         )
     for name in saved:
+        free = free_dims.get(name, ())
         if name in seen and (
-            _shape(saved[name]) != _shape(seen[name])
-            or saved[name]["event_dim"] != seen[name]["event_dim"]
+            saved[name]["event_dim"] != seen[name]["event_dim"]
+            or len(_shape(saved[name])) != len(_shape(seen[name]))
+            or _fixed(saved[name], free) != _fixed(seen[name], free)
         ):
             out.append(
                 f"site {name!r} has shape {_shape(seen[name])} (event dim "
@@ -154,19 +173,30 @@ class CheckedModel:
         The saved ``{name: record}`` of the latent sites.
     source : str
         Where the records came from (the file), for the error message.
+    free_plates : callable, optional
+        The names of the plates whose sizes may differ from the saved ones
+        (a guide's amortized plates: its parameters do not depend on them).
     """
 
-    def __init__(self, model: Callable, sites: Mapping[str, SiteRecord], source: str):
+    def __init__(
+        self,
+        model: Callable,
+        sites: Mapping[str, SiteRecord],
+        source: str,
+        free_plates: Callable[[], Iterable[str]] = tuple,
+    ):
         self.model = model
+        self.__wrapped__ = model  # inspect.signature(...) is the model's
         self.sites = dict(sites)
         self.source = source
+        self.free_plates = free_plates
         self.pending = True
 
     def __repr__(self) -> str:
         return f"CheckedModel({self.model!r})"
 
-    def _compare(self, seen: Mapping[str, SiteRecord]) -> None:
-        problems = differences(self.sites, seen)
+    def _compare(self, spy: _SiteSpy) -> None:
+        problems = differences(self.sites, spy.sites, spy.free_dims)
         if problems:
             raise WrongModelError(
                 f"{self.source} holds a guide for another model: "
@@ -183,15 +213,15 @@ class CheckedModel:
         WrongModelError
             A site is missing, new, or has another shape or event dim.
         """
-        spy = _SiteSpy()
+        spy = _SiteSpy(self.free_plates())
         with torch.no_grad():
             poutine.block(spy(self.model))(*args, **kwargs)
-        self._compare(spy.sites)
+        self._compare(spy)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.pending:
             return self.model(*args, **kwargs)
-        spy = _SiteSpy()
+        spy = _SiteSpy(self.free_plates())
         result = spy(self.model)(*args, **kwargs)
-        self._compare(spy.sites)
+        self._compare(spy)
         return result

@@ -310,9 +310,16 @@ def load(
     record = payload["guide"]
     _check_expected(record, expect, path)
     checked = model
+    built: list[Any] = []  # the guide, once built: its shared plates may vary
     if record["sites"] is not None:
-        checked = CheckedModel(model, record["sites"], os.fspath(path))
+        checked = CheckedModel(
+            model,
+            record["sites"],
+            os.fspath(path),
+            free_plates=lambda: getattr(built[0], "amortized_plates", ()),
+        )
     guide = _build(record, checked, guide_kwargs, True, path)
+    built.append(guide)
     if model_args or model_kwargs:
         model_kwargs = dict(model_kwargs or {})
         if isinstance(checked, CheckedModel):

@@ -24,6 +24,7 @@ from guide_core.core.latent import (
     sample_constrained,
     set_nested,
 )
+from guide_core.core.prototype import SiteFacts
 
 __all__ = ["AutoNormal", "register_guides"]
 
@@ -70,7 +71,7 @@ class AutoNormal(AutoGuide):
         self._event_dims: dict[str, int] = {}
         self.locs = PyroModule()
         self.scales = PyroModule()
-        for name, site in self._prototype.continuous().items():
+        for name, site in self._mean_field_sites().items():
             event_dim = site.unconstrained_event_dim
             self._event_dims[name] = event_dim
             loc = site.init_unconstrained()
@@ -79,6 +80,11 @@ class AutoNormal(AutoGuide):
             set_nested(
                 self.scales, name, PyroParam(scale, self.scale_constraint, event_dim)
             )
+
+    def _mean_field_sites(self) -> dict[str, SiteFacts]:
+        """The sites with a ``loc`` and ``scale`` param each: every continuous
+        one here; a subclass may give some sites their Normal another way."""
+        return self._prototype.continuous()
 
     def _warm_start(self, start: GaussianStart) -> dict[str, torch.Tensor]:
         # The mean-field optimum for a Gaussian posterior: its mean, and the
@@ -94,6 +100,10 @@ class AutoNormal(AutoGuide):
             steps[f"scales.{name}"] = scale_steps(scale)
         return steps
 
+    def _read_inputs(self, args: tuple, kwargs: dict) -> None:
+        """Read what a call's ``loc`` and ``scale`` depend on (nothing here: a
+        subclass whose sites' Normals depend on the arguments reads them)."""
+
     def _get_loc_and_scale(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return get_nested(self.locs, name), get_nested(self.scales, name)
 
@@ -101,6 +111,7 @@ class AutoNormal(AutoGuide):
         """Sample every latent site; return ``{site name: value}``."""
         self._ensure_setup(*args, **kwargs)
         self._create_plates(*args, **kwargs)
+        self._read_inputs(args, kwargs)
         result = {}
         for name, site in self._sites().items():
             with self._site_plates(site):
