@@ -81,6 +81,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks.loops", "--out", "benchmarks/results")
     # short fits, whole processes: never slower than Pyro's loop
     session.run("python", "-m", "benchmarks.short_fit", "--out", "benchmarks/results")
+    # amortized (encoder) guides against per-row parameters, in mini-batches
+    session.run("python", "-m", "benchmarks.amortized", "--out", "benchmarks/results")
     # accuracy on real posteriors (posteriordb reference draws), every method
     session.run(
         "python",

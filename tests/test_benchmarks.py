@@ -466,3 +466,29 @@ def test_the_loops_bench_runs_both_sides_on_the_same_draws(tmp_path):
         assert cell["ours"]["loss"] == pytest.approx(cell["pyro"]["loss"], rel=1e-4)
         assert cell["ratio"] > 0
     assert (tmp_path / "loops.md").read_text().startswith("# The loops")
+
+
+def test_the_amortized_bench_reports_memory_time_and_elbo(tmp_path):
+    from benchmarks import amortized
+
+    report = amortized.main(
+        ["--rows", "2000", "--latent", "2", "--batch", "200", "--epochs", "1",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    results = report["results"]
+    ours, theirs = results["AutoAmortizedNormal"], results["AutoNormal"]
+    assert ours["param_bytes"] < theirs["param_bytes"]
+    for side in (ours, theirs):
+        assert side["elbo_per_row"] <= side["log_evidence_per_row"] + 0.05
+    assert set(results["ratios"]) == {"memory", "epoch_time", "elbo_gap"}
+    assert (tmp_path / "amortized.md").read_text().startswith("# Amortized")
+
+
+def test_the_short_fit_bench_times_whole_processes(tmp_path, monkeypatch):
+    from benchmarks import short_fit
+
+    monkeypatch.setattr(short_fit, "_once", lambda code: 1.0 + ("fit" in code))
+    report = short_fit.main(["--repeats", "1", "--out", str(tmp_path)])
+    ratios = {side: r["ratio"] for side, r in report["results"].items()}
+    assert ratios["pyro"] == 1.0 and ratios["fit_auto"] == 2.0
+    assert (tmp_path / "short_fit.md").read_text().startswith("# Short fits")
