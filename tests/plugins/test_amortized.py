@@ -286,3 +286,33 @@ def test_errors_name_the_plate_or_site():
         )(Y)
     with pytest.raises(ValueError, match="'amortized_plates' must name the plates"):
         guide_core.AutoAmortizedNormal(model, amortized_plates=(), encoder_input="y")
+
+
+def with_a_global(y):
+    shift = pyro.sample("shift", dist.Normal(0.0, 5.0))
+    with pyro.plate("data", y.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(LATENT), 1.0).to_event(1))
+        pyro.sample("y", dist.Normal(shift + z @ W.T, SIGMA).to_event(1), obs=y)
+
+
+def test_from_the_model_alone_globals_stay_mean_field():
+    guide = registry.make("auto_amortized_normal", with_a_global, hidden=(4,))
+    pyro.clear_param_store()
+    guide(Y)
+    assert guide.amortized_plates == ("data",)  # latent and observed sites
+    shapes = {n: tuple(p.shape) for n, p in pyro.get_param_store().named_parameters()}
+    assert shapes["AutoAmortizedNormal.locs.shift"] == ()
+    assert shapes["AutoAmortizedNormal.scales.shift"] == ()
+    assert shapes["AutoAmortizedNormal.encoders.z.net.0.weight"] == (4, OBSERVED)
+    assert not any(len(Y) in s for s in shapes.values())  # nothing per row
+
+    # the messenger refuses a discrete site in its plate, naming both
+    def discrete(y):
+        with pyro.plate("data", len(y)):
+            pyro.sample("c", dist.Bernoulli(0.5))
+
+    messenger = guide_core.AutoAmortizedNormalMessenger(
+        discrete, amortized_plates="data", encoder_input=0
+    )
+    with pytest.raises(ValueError, match="site 'c' in amortized plate 'data' has a"):
+        messenger(Y)

@@ -19,7 +19,7 @@ from guide_core.core.prototype import SiteFacts
 from guide_plugins.normal import AutoNormal
 
 from .encoders import EncoderArg, RowReader, SiteEncoder, make_encoder
-from .locals import find_rows, local_plates, plate_size
+from .locals import find_rows, local_plates, observed_sites, plate_size
 
 __all__ = ["AutoAmortizedNormal", "plate_names", "readers_for"]
 
@@ -169,13 +169,19 @@ class AutoAmortizedNormal(AutoNormal):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         self._layouts = None
+        guess = self._asked is None or self._source is None
+        self._observed = observed_sites(self.model, args, kwargs) if guess else []
         super()._setup_prototype(*args, **kwargs)  # the mean-field sites' params
         if self._source is None:
             self._readers = {
-                p: RowReader(p, find_rows(self._prototype, p, args, kwargs),
-                             self._transform, self._user_model)
+                p: RowReader(
+                    p,
+                    find_rows(self._prototype, self._observed, p, args, kwargs),
+                    self._transform,
+                    self._user_model,
+                )
                 for p in self._amortized
-            }  # fmt: skip
+            }
         self.encoders = PyroModule()
         with poutine.block():  # the call's own plates come after the set-up
             plates = self._create_plates(*args, **kwargs)
@@ -197,7 +203,7 @@ class AutoAmortizedNormal(AutoNormal):
             return self._layouts
         known = set(self._prototype.plates)
         if self._asked is None:
-            self._amortized = local_plates(self._prototype)
+            self._amortized = local_plates(self._prototype, self._observed)
         for plate in self._amortized:
             if plate not in known:
                 raise ValueError(

@@ -20,7 +20,7 @@ from pyro.poutine.messenger import Messenger
 
 from guide_core.core.prototype import Prototype
 
-__all__ = ["find_rows", "local_plates", "plate_size"]
+__all__ = ["find_rows", "local_plates", "observed_sites", "plate_size"]
 
 
 class _Found(Exception):
@@ -52,20 +52,25 @@ def plate_size(
     return spy.size
 
 
-def _observed(prototype: Prototype) -> Iterator[dict]:
-    for site in prototype.trace.nodes.values():
-        if site["type"] == "sample" and site["is_observed"]:
-            yield site
+def observed_sites(
+    model: Callable, args: tuple, kwargs: Mapping[str, Any]
+) -> list[dict]:
+    """The observed sample sites of one call of ``model`` (hidden, on a fork
+    of the random state; a guide's prototype keeps only the latent ones)."""
+    with torch.random.fork_rng(), torch.no_grad(), poutine.block():
+        trace = poutine.trace(model).get_trace(*args, **kwargs)
+    return [
+        site
+        for site in trace.nodes.values()
+        if site["type"] == "sample" and site["is_observed"]
+    ]
 
 
-def local_plates(prototype: Prototype) -> tuple[str, ...]:
+def local_plates(prototype: Prototype, observed: list[dict]) -> tuple[str, ...]:
     """The plates that hold a continuous latent site and an observed site."""
     latent = {p.name for s in prototype.continuous().values() for p in s.plates}
     observed = {
-        f.name
-        for site in _observed(prototype)
-        for f in site["cond_indep_stack"]
-        if f.vectorized
+        f.name for site in observed for f in site["cond_indep_stack"] if f.vectorized
     }
     found = tuple(sorted(latent & observed))
     if not found:
@@ -82,11 +87,15 @@ def _arguments(args: tuple, kwargs: Mapping[str, Any]) -> Iterator[tuple[Any, An
 
 
 def find_rows(
-    prototype: Prototype, plate: str, args: tuple, kwargs: Mapping[str, Any]
+    prototype: Prototype,
+    observed: list[dict],
+    plate: str,
+    args: tuple,
+    kwargs: Mapping[str, Any],
 ) -> int | str:
     """The position or name of the model argument holding ``plate``'s rows."""
     facts = prototype.plates[plate]
-    for site in _observed(prototype):
+    for site in observed:
         frames = [f for f in site["cond_indep_stack"] if f.name == plate]
         if not frames:
             continue
