@@ -108,6 +108,8 @@ def test_a_linear_encoder_is_exact_on_training_and_held_out_rows():
     # 4,000 draws: the mean's MC error is 0.016 sd
     assert float(((draws.mean(0) - want_loc).abs() / want_sd).max()) < 0.15
     torch.testing.assert_close(draws.std(0).mean(0), want_sd, rtol=0.05, atol=0.0)
+    drawn = guide_core.sample_posterior(guide, HELD_OUT, num_samples=4000)["z"]
+    assert float(((drawn.mean(0) - want_loc).abs() / want_sd).max()) < 0.15
 
 
 def test_its_elbo_is_autonormals():
