@@ -36,6 +36,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import guide_core
 
+from .report import write_section
+
 __all__ = ["GUIDES", "main", "run"]
 
 OBSERVED, SIGMA = 20, 0.5
@@ -159,12 +161,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = {k: getattr(args, k) for k in ("rows", "latent", "batch", "epochs")}
     results = run(**config)
     text = to_markdown(results, config)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "amortized.md").write_text(text)
     report = {"config": config, "results": results}
-    (args.out / "amortized.json").write_text(json.dumps(report, indent=1))
-    print(text)
-    return report
+    return write_section(args.out, "amortized", text, report)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ recording and checks included) and both final losses (the mean of the last
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +33,8 @@ from pyro.infer import Trace_ELBO
 from torch.utils.data import DataLoader, TensorDataset
 
 import guide_core
+
+from .report import write_section
 
 __all__ = ["LOOPS", "main", "run"]
 
@@ -188,12 +189,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     loops, guides = args.loops.split(","), args.guides.split(",")
     results = run(loops, guides, args.rows, args.epochs, args.batch)
     text = to_markdown(results, config)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "loops.md").write_text(text)
     report = {"config": config, "results": results}
-    (args.out / "loops.json").write_text(json.dumps(report, indent=1))
-    print(text)
-    return report
+    return write_section(args.out, "loops", text, report)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from .sections import loss as _loss
 from .sections import ms as _ms
 from .sections import ratio as _ratio
 
-__all__ = ["COLUMNS", "to_json", "to_markdown", "write_reports"]
+__all__ = ["COLUMNS", "to_json", "to_markdown", "write_reports", "write_section"]
 
 COLUMNS: tuple[str, ...] = (
     "guide",
@@ -183,3 +183,13 @@ def write_reports(result: BenchResult, out_dir: str | Path) -> tuple[Path, Path]
         json.dumps(to_json(result), indent=2, allow_nan=False) + "\n", encoding="utf-8"
     )
     return md_path, json_path
+
+
+def write_section(out_dir: Path, stem: str, text: str, report: dict) -> dict:
+    """Write ``<stem>.md`` and ``<stem>.json`` of a bench section into
+    ``out_dir`` (created if needed), print the markdown, return ``report``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.md").write_text(text)
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1))
+    print(text)
+    return report

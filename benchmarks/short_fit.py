@@ -22,13 +22,14 @@ a noise scale) over 100 rows.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from .report import write_section
 
 __all__ = ["SIDES", "main", "run"]
 
@@ -119,12 +120,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     config = {"steps": args.steps, "repeats": args.repeats}
     results = run(args.steps, args.repeats)
     text = to_markdown(results, config)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "short_fit.md").write_text(text)
     report = {"config": config, "results": results}
-    (args.out / "short_fit.json").write_text(json.dumps(report, indent=1))
-    print(text)
-    return report
+    return write_section(args.out, "short_fit", text, report)
 
 
 if __name__ == "__main__":

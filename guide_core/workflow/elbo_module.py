@@ -24,8 +24,8 @@ from pyro.infer.elbo import ELBO
 
 from .engines.eager import param_leaves
 from .engines.losses import NotRecordable, recordable_loss
-from .engines.trainer import Parts, Settings, Trainer
-from .svi import CHECKS
+from .engines.trainer import Parts, Trainer
+from .svi import CHECKS, open_loop
 
 __all__ = ["ELBOModule"]
 
@@ -95,17 +95,9 @@ class ELBOModule(torch.nn.Module):
             else:
                 # the caller's optimizer updates: the trainer only records
                 parts = Parts(model, guide, elbo.loss_and_grads)
-                settings = Settings(
-                    mode=engine,
-                    check_every=check_every,
-                    check_first=CHECKS["early"],
-                    lift_numbers=True,
-                    evict=True,
-                    who="guide_core.ELBOModule",
-                )
                 self._trainer = Trainer(
                     parts,
-                    settings,
+                    open_loop(engine, check_every, "guide_core.ELBOModule"),
                     loss_fn=loss_fn,
                     known_params=self._known_params,
                     reason=engine,

@@ -29,13 +29,27 @@ from .distributed import ProcessGroup
 from .engines import BadStep, Settings, Trainer, check_engine, make_trainer
 from .engines.trainer import RECORD_AFTER
 
-__all__ = ["CHECKS", "RECORD_AFTER", "SVI"]
+__all__ = ["CHECKS", "RECORD_AFTER", "SVI", "open_loop"]
 
 #: When a replayed step is checked against Pyro's eager step on the same
 #: draws: the first ``early`` replays of each program, then every ``every``
 #: steps (a model that reads Python state outside its arguments, such as a
 #: global annealing factor, is caught there and runs eager from then on).
 CHECKS = {"early": 2, "every": 200}
+
+
+def open_loop(mode: str, check_every: int | None, who: str) -> Settings:
+    """The settings of a loop whose steps are not planned (``SVI``,
+    ``ELBOModule``): numbers are inputs, new shapes evict old programs, and
+    each program's first replays are checked."""
+    return Settings(
+        mode=mode,
+        check_every=check_every,
+        check_first=CHECKS["early"],
+        lift_numbers=True,
+        evict=True,
+        who=who,
+    )
 
 
 class SVI(PyroSVI):
@@ -95,14 +109,7 @@ class SVI(PyroSVI):
         )
         engine = check_engine(engine)
         if settings is None:
-            settings = Settings(
-                mode=engine,
-                check_every=check_every,
-                check_first=CHECKS["early"],
-                lift_numbers=True,
-                evict=True,
-                who="guide_core.SVI",
-            )
+            settings = open_loop(engine, check_every, "guide_core.SVI")
         if engine == "compiled" and settings.steps is None:
             raise ValueError(
                 "'engine': 'compiled' is for guide_core.fit, which knows how many "

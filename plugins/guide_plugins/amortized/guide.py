@@ -195,7 +195,8 @@ class AutoAmortizedNormal(AutoNormal):
             net = make_encoder(
                 self._encoder_arg, name, rows.shape[1], out, self._hidden
             )
-            set_nested(self.encoders, name, SiteEncoder(net, offset, self._init_scale))
+            encoder = SiteEncoder(net, offset, self._init_scale).to(offset.device)
+            set_nested(self.encoders, name, encoder)
 
     def _site_layouts(self) -> dict[str, Layout]:
         """Each amortized site's plate and axis, checked against the model."""
