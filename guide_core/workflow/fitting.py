@@ -26,6 +26,7 @@ from . import distributed as _dist
 from .convergence import _buffer_size, _converged, convergence_step
 from .diagnostics import MIN_SAMPLES, KHat, find_nonfinite, psis_khat
 from .engines import BadStep, Settings, check_engine
+from .fit_arguments import check_int, check_optim, check_tol
 from .fit_result import FitResult, NonFiniteLossError
 from .own_procedure import procedure_of
 from .pathfinder_start import StartOutcome, pathfinder_start
@@ -38,33 +39,6 @@ __all__ = ["FitResult", "NonFiniteLossError", "convergence_step", "fit"]
 #: The steps a warm-started fit plans for when ``engine="auto"`` weighs a
 #: compile (measured on posteriordb: 100-1,000 after a Pathfinder start).
 WARM_STEPS = 500
-
-
-def _check_int(name: str, value: Any, minimum: int, example: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"'{name}' must be an int such as {example}: {value!r}")
-    if value < minimum:
-        raise ValueError(f"'{name}' must be >= {minimum}: {value!r}")
-    return value
-
-
-def _check_optim(optim: Any) -> Any:
-    if optim is None:
-        return pyro.optim.Adam({"lr": 0.01})
-    if isinstance(optim, torch.optim.Optimizer) or (
-        isinstance(optim, type) and issubclass(optim, torch.optim.Optimizer)
-    ):
-        torch_name = getattr(optim, "__name__", type(optim).__name__)
-        raise TypeError(
-            "'optim' must be a Pyro optimizer such as pyro.optim.Adam({'lr': 0.01}), "
-            f"not the torch optimizer {torch_name}"
-        )
-    if not isinstance(optim, pyro.optim.PyroOptim):
-        raise TypeError(
-            "'optim' must be a Pyro optimizer such as pyro.optim.Adam({'lr': 0.01}): "
-            f"{optim!r}"
-        )
-    return optim
 
 
 def fit(
@@ -197,18 +171,14 @@ def fit(
         raise TypeError(f"'model' must be a Pyro model (callable): {model!r}")
     if not callable(guide):
         raise TypeError(f"'guide' must be a guide (callable): {guide!r}")
-    steps = _check_int("steps", steps, 1, "2000")
-    window = _check_int("window", window, 1, "50")
+    steps = check_int("steps", steps, 1, "2000")
+    window = check_int("window", window, 1, "50")
     if khat:
-        _check_int("khat_samples", khat_samples, MIN_SAMPLES, "500")
-    if tol is not None:
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-            raise ValueError(
-                f"'tol' must be a positive float such as 1e-4, or None: {tol!r}"
-            )
+        check_int("khat_samples", khat_samples, MIN_SAMPLES, "500")
+    tol = check_tol(tol)
     engine = check_engine(engine)
     if check_every is not None:
-        check_every = _check_int("check_every", check_every, 1, "100")
+        check_every = check_int("check_every", check_every, 1, "100")
     if start not in ("pathfinder", None):
         raise ValueError(f"'start' must be 'pathfinder' or None: {start!r}")
     if seed is not None:
@@ -240,7 +210,7 @@ def fit(
         svi = SVI(
             model,
             guide,
-            _check_optim(optim),
+            check_optim(optim),
             loss,
             engine=engine,
             settings=settings,
