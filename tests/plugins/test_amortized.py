@@ -170,12 +170,9 @@ def test_the_recorded_engine_gives_pyros_losses():
         guide = guide_core.AutoAmortizedNormal(
             model, amortized_plates="data", encoder_input="y", hidden=(8,)
         )
-        svi = svi_class(model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO())
         kwargs = {"engine": "recorded"} if svi_class is guide_core.SVI else {}
-        if kwargs:
-            svi = svi_class(
-                model, guide, pyro.optim.Adam({"lr": 0.01}), Trace_ELBO(), **kwargs
-            )
+        optim = pyro.optim.Adam({"lr": 0.01})
+        svi = svi_class(model, guide, optim, Trace_ELBO(), **kwargs)
         return [svi.step(Y) for _ in range(20)], svi
 
     want, _ = losses(SVI)

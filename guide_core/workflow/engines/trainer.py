@@ -56,7 +56,6 @@ MAX_PROGRAMS = 8  # signatures kept at once
 #: (measured: 0.5 s against 6 ms steps on a 1,000-row regression), so a short
 #: loop is never slower than Pyro's and a long one pays it back.
 RECORD_AFTER = 50
-_ENGINE = {"eager": "eager", "recorded": "recorded", "compiled": "compiled"}
 
 
 @attrs.frozen
@@ -181,7 +180,7 @@ class Trainer:
         eager = settings.mode == "eager" or loss_fn is None
         waits = settings.mode == "auto"
         self.state = State(
-            engine="eager" if eager or waits else _ENGINE[settings.mode],
+            engine="eager" if eager or waits else settings.mode,
             reason=reason,
             eager=eager,
             lift=settings.lift_numbers,
