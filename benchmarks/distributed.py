@@ -82,8 +82,8 @@ def _worker(config: DistConfig, distributed: bool, out: Path) -> None:
     from pyro.infer import SVI, Trace_ELBO
 
     import guide_core
-    from guide_core.workflow.distributed import join
     from guide_core.workflow.engines import Settings, make_trainer
+    from guide_core.workflow.engines.process_group import join
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)

@@ -13,7 +13,7 @@ first fit):
   times, each step timed, so its time to convergence is read off.
 
 Convergence is Stan's relative-ELBO-change rule with tolerance 0.01, replayed
-on the losses by :func:`guide_core.workflow.fitting.convergence_step` (the rule
+on the losses by :func:`guide_core.workflow.fitting.loop.convergence_step` (the rule
 ``fit`` itself stops by). The final loss is the mean of the last 100 losses,
 with their standard deviation as the noise.
 """
@@ -28,7 +28,7 @@ import pyro
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
-from guide_core.workflow.fitting import convergence_step, fit
+from guide_core.workflow.fitting.loop import convergence_step, fit
 
 from .probes import run_child
 

@@ -62,13 +62,18 @@ from .registry.errors import (
 from .registry.hookspecs import hookimpl, hookspec
 from .registry.spec import BackendSpec, Capabilities, GuideSpec, InitStrategySpec
 from .workflow.auto import compose
-from .workflow.diagnostics import KHat, psis_khat
-from .workflow.elbo_module import ELBOModule
-from .workflow.fitting import FitResult, NonFiniteLossError, fit
-from .workflow.persist import FORMAT_VERSION, load, save
-from .workflow.plots import plot_compare, plot_fit
-from .workflow.posterior import Summary, sample_posterior, summary, to_inference_data
-from .workflow.svi import SVI
+from .workflow.draws.diagnostics import KHat, psis_khat
+from .workflow.draws.posterior import (
+    Summary,
+    sample_posterior,
+    summary,
+    to_inference_data,
+)
+from .workflow.fitting.elbo_module import ELBOModule
+from .workflow.fitting.loop import FitResult, NonFiniteLossError, fit
+from .workflow.fitting.svi import SVI
+from .workflow.persist.save_load import FORMAT_VERSION, load, save
+from .workflow.report.plots import plot_compare, plot_fit
 
 __version__ = "0.1.0"
 

@@ -23,14 +23,14 @@ import torch
 from .. import registry
 from ..registry.checks import accepts, default_init
 from ..registry.errors import RegistryError
-from ..workflow.comparison import Comparison
-from ..workflow.distributed import (
+from ..workflow.engines.choose import ENGINES
+from ..workflow.engines.process_group import (
     DistributedError,
     PeerFailed,
     is_main_process,
     join,
 )
-from ..workflow.engines.choose import ENGINES
+from ..workflow.report.comparison import Comparison
 from .examples import EXAMPLES
 from .inputs import UsageError, check_model, load_data, load_model
 from .reporting import add_report_option, check_report, compare_report, fit_report
@@ -142,7 +142,7 @@ def _run_fit(
     args: argparse.Namespace,
     progress: bool,
 ) -> Any:
-    from ..workflow.fitting import fit
+    from ..workflow.fitting.loop import fit
 
     return fit(
         model,
@@ -184,7 +184,7 @@ def _fit_command(args: argparse.Namespace) -> int:
         result = _fit(args.guide, problem, args, progress=not args.quiet and main)
     except DistributedError as exc:
         if args.save and main and getattr(exc, "guide", None) is not None:
-            from ..workflow.persist import save
+            from ..workflow.persist.save_load import save
 
             save(exc.guide, args.save)  # a peer was lost: keep what rank 0 had
             print(f"saved what was learned up to step {exc.step - 1} to {args.save}")
@@ -199,7 +199,7 @@ def _fit_command(args: argparse.Namespace) -> int:
         f"({result.ms_per_step:.2f} ms/step); ELBO {_elbo(result):.3f}"
     )
     print(f"engine {result.engine} ({result.engine_reason})")
-    from ..workflow.posterior import summary
+    from ..workflow.draws.posterior import summary
 
     table = summary(
         result.guide, *model_args, num_samples=args.num_samples, **model_kwargs
@@ -208,7 +208,7 @@ def _fit_command(args: argparse.Namespace) -> int:
     if result.khat is not None:
         print(result.khat)
     if args.save:
-        from ..workflow.persist import save
+        from ..workflow.persist.save_load import save
 
         save(result.guide, args.save)
         print(f"saved to {args.save}")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..workflow.comparison import Comparison
-from ..workflow.fitting import FitResult
-from ..workflow.plots import require_matplotlib
-from ..workflow.report import write_compare_report, write_fit_report
+from ..workflow.fitting.loop import FitResult
+from ..workflow.report.comparison import Comparison
+from ..workflow.report.html import write_compare_report, write_fit_report
+from ..workflow.report.plots import require_matplotlib
 
 __all__ = ["add_report_option", "check_report", "compare_report", "fit_report"]
 

@@ -30,6 +30,7 @@ from pyro import poutine
 from pyro.nn.module import PyroModule
 
 from .dependent_support import guide_values, record_value, transform_of
+from .draws import PosteriorDraws
 from .gaussian_start import GaussianStart, site_transforms
 from .init_messenger import InitMessenger, unwrap_init
 from .prototype import (
@@ -80,7 +81,7 @@ def record_init_call(cls: type) -> None:
     cls.__init__ = __init__
 
 
-class AutoGuide(PyroModule):
+class AutoGuide(PyroModule, PosteriorDraws):
     """Base class of automatic guides.
 
     A subclass builds its parameters from one traced run of the model (the

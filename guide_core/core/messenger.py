@@ -20,6 +20,7 @@ from pyro.poutine.guide import GuideMessenger
 from pyro.poutine.runtime import get_plates
 from pyro.poutine.util import site_is_subsample
 
+from .draws import PosteriorDraws
 from .guide import record_init_call
 from .summaries import as_quantiles, distribution_median, distribution_quantiles
 
@@ -30,7 +31,9 @@ class _AutoMessengerMeta(type(GuideMessenger), type(PyroModule)):
     """Joins the metaclasses of ``GuideMessenger`` (ABC) and ``PyroModule``."""
 
 
-class AutoMessenger(GuideMessenger, PyroModule, metaclass=_AutoMessengerMeta):
+class AutoMessenger(
+    GuideMessenger, PyroModule, PosteriorDraws, metaclass=_AutoMessengerMeta
+):
     """Base class of automatic guides built on ``pyro.poutine.guide.GuideMessenger``.
 
     Parameters

@@ -111,7 +111,7 @@ def test_debug_shows_the_traceback(files):
 
 @pytest.mark.parametrize("data", ["data.npz", "data.csv", "data.pt"])
 def test_fit_prints_progress_summary_and_khat_and_saves(capsys, files, data):
-    pytest.importorskip("guide_core.workflow.fitting")
+    pytest.importorskip("guide_core.workflow.fitting.loop")
     spec = f"{files}/my_models.py:model"
     target = files / "fitted.pt"
     code, out, _ = run(
@@ -137,7 +137,7 @@ def test_fit_prints_progress_summary_and_khat_and_saves(capsys, files, data):
 
 
 def test_compare_on_the_built_in_example_prints_one_table(capsys):
-    pytest.importorskip("guide_core.workflow.fitting")
+    pytest.importorskip("guide_core.workflow.fitting.loop")
     code, out, _ = run(
         capsys,
         "compare",

@@ -19,7 +19,7 @@ import pyro.distributions as dist
 import torch
 
 import guide_core
-from guide_core.workflow.distributed import DistributedError
+from guide_core.workflow.engines.process_group import DistributedError
 
 RANK = int(os.environ.get("RANK", "0"))
 CALLS = [0]
@@ -35,7 +35,7 @@ def regression(x: torch.Tensor, y: torch.Tensor, batch: int = 100) -> None:
 
 def trip(stall: bool) -> None:
     """Make rank 1 exit (after 10 s of silence if ``stall``) at its 20th all-reduce."""
-    from guide_core.workflow.distributed import ProcessGroup
+    from guide_core.workflow.engines.process_group import ProcessGroup
 
     average = ProcessGroup.average
 
@@ -67,7 +67,7 @@ def probe(y: torch.Tensor) -> None:
 
 def local_grads(name: str) -> list[list[int]]:
     """Record, per all-reduce, where this rank's gradient of ``name`` is nonzero."""
-    from guide_core.workflow.distributed import ProcessGroup
+    from guide_core.workflow.engines.process_group import ProcessGroup
 
     seen: list[list[int]] = []
     average = ProcessGroup.average

@@ -19,7 +19,7 @@ from guide_core import (
     KHat,
     psis_khat,
 )
-from guide_core.workflow.diagnostics import find_nonfinite, pareto_khat
+from guide_core.workflow.draws.diagnostics import find_nonfinite, pareto_khat
 
 D = 8
 

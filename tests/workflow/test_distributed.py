@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from guide_core.workflow.distributed import join, launched_by_torchrun
-from guide_core.workflow.engines.distributed import local_size
+from guide_core.workflow.engines.process_group import join, launched_by_torchrun
+from guide_core.workflow.engines.ranks import local_size
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -307,7 +307,7 @@ def test_the_ranks_shares_are_disjoint_and_make_one_global_subsample():
     import pyro
     from pyro import poutine
 
-    from guide_core.workflow.engines.distributed import (
+    from guide_core.workflow.engines.ranks import (
         ShareSubsamples,
         split_subsamples,
     )
@@ -331,7 +331,7 @@ def test_the_ranks_shares_are_disjoint_and_make_one_global_subsample():
 
 
 def test_the_global_subsample_is_uniform_without_a_full_permutation():
-    from guide_core.workflow.engines.distributed import random_subset
+    from guide_core.workflow.engines.ranks import random_subset
 
     generator = torch.Generator().manual_seed(0)
     counts = torch.zeros(50)
@@ -353,7 +353,7 @@ def test_the_local_plate_size_holds_only_in_its_own_context():
 
     import pyro
 
-    from guide_core.workflow.engines.distributed import split_subsamples
+    from guide_core.workflow.engines.ranks import split_subsamples
 
     def size() -> int:
         with pyro.plate("data", 1000, subsample_size=100) as idx:
@@ -378,7 +378,7 @@ def test_the_local_plate_size_holds_only_in_its_own_context():
 
 
 def test_a_param_no_rank_gave_a_gradient_is_skipped_by_the_update(monkeypatch):
-    from guide_core.workflow import distributed as gdist
+    from guide_core.workflow.engines import process_group as gdist
 
     group = object.__new__(gdist.ProcessGroup)
     group.rank, group.world_size, group.reduce_seconds = 0, 2, 0.0

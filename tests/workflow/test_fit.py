@@ -25,8 +25,8 @@ from guide_core import (
 from guide_core.workflow.engines import Trainer
 
 # ``guide_core.fit`` is the function; the module is reached through importlib.
-fit_module = importlib.import_module("guide_core.workflow.fitting")
-convergence = importlib.import_module("guide_core.workflow.convergence")
+fit_module = importlib.import_module("guide_core.workflow.fitting.loop")
+convergence = importlib.import_module("guide_core.workflow.fitting.convergence")
 
 Y = torch.tensor([0.5, 1.0, 1.5, 0.2, 1.1])
 

@@ -12,7 +12,7 @@ from pyro import poutine
 
 import guide_core
 from guide_core import AutoDelta, AutoGuideList, AutoNormal, load, registry, save
-from guide_core.workflow.persist import (
+from guide_core.workflow.persist.save_load import (
     FORMAT_VERSION,
     GUIDE_CORE_FORMAT,
     FormatVersionError,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from pyro import poutine
 
-import guide_core.workflow.sampling
+import guide_core.core.draws
 from guide_core import (
     AutoDelta,
     AutoGuideList,
@@ -22,8 +22,8 @@ from guide_core import (
     summary,
     to_inference_data,
 )
-from guide_core.workflow.posterior import _quantiles
-from guide_core.workflow.sampling import default_model
+from guide_core.core.draws import default_model
+from guide_core.workflow.draws.posterior import _quantiles
 
 Y = torch.tensor([[0.5, 1.0, 1.5, 0.2], [1.1, 0.3, 0.9, 1.4], [0.0, 0.8, 1.2, 0.6]])
 
@@ -115,9 +115,9 @@ def unvectorizable(y):
 
 def test_models_that_do_not_vectorize_are_drawn_one_by_one(monkeypatch):
     calls = []
-    one_by_one = guide_core.workflow.sampling._one_by_one
+    one_by_one = guide_core.core.draws._one_by_one
     monkeypatch.setattr(
-        guide_core.workflow.sampling,
+        guide_core.core.draws,
         "_one_by_one",
         lambda *a, **k: calls.append(1) or one_by_one(*a, **k),
     )

@@ -9,8 +9,8 @@ import pyro.distributions as dist
 import torch
 
 from guide_core import AutoNormal, fit, psis_khat
-from guide_core.workflow import recorded_draws as rd
-from guide_core.workflow.sampling import over_draws, paired_traces
+from guide_core.core.draws import over_draws, paired_traces
+from guide_core.core.capture import recorded_draws as rd
 
 X = torch.tensor([[1.0, 0.5], [0.3, -1.0], [2.0, 0.1], [-0.4, 0.8]])
 Y = torch.tensor([1.2, -0.4, 2.1, 0.3])
@@ -43,7 +43,7 @@ def _fitted():
 def _eager_only(monkeypatch):
     """Draw eagerly: no number of draws is enough to record them."""
     monkeypatch.setattr(
-        "guide_core.workflow.sampling.recorded_draws",
+        "guide_core.core.draws.recorded_draws",
         functools.partial(rd.recorded_draws, min_draws=10**9),
     )
 
@@ -65,7 +65,7 @@ def test_recorded_draws_are_the_eager_draws_bit_for_bit(monkeypatch):
     calls = []
     real = rd.recorded_draws
     monkeypatch.setattr(
-        "guide_core.workflow.sampling.recorded_draws",
+        "guide_core.core.draws.recorded_draws",
         lambda *a, **k: calls.append(real(*a, **k)) or calls[-1],
     )
     pyro.set_rng_seed(3)

@@ -26,9 +26,9 @@ from guide_core import (
     to_inference_data,
 )
 from guide_core.cli.examples import EXAMPLES
-from guide_core.workflow.comparison import Comparison, objective_of
-from guide_core.workflow.progress import LineProgress
-from guide_core.workflow.report import write_compare_report, write_fit_report
+from guide_core.workflow.fitting.progress import LineProgress
+from guide_core.workflow.report.comparison import Comparison, objective_of
+from guide_core.workflow.report.html import write_compare_report, write_fit_report
 
 matplotlib.use("Agg")  # ArviZ draws through pyplot; never open a window
 
@@ -279,7 +279,9 @@ def test_a_laplace_guide_is_plotted_with_its_gaussian_not_its_point():
         khat=False,
         optim=pyro.optim.Adam({"lr": 0.05}),
     )
-    draws = guide_core.workflow.posterior.posterior_draws(guide, y, num_samples=4000)
+    draws = guide_core.workflow.draws.posterior.posterior_draws(
+        guide, y, num_samples=4000
+    )
     torch.testing.assert_close(draws["mu"].mean(0), y.sum(0) / 5, atol=0.05, rtol=0)
     torch.testing.assert_close(
         draws["mu"].std(0), torch.full((3,), 5**-0.5), atol=0.03, rtol=0

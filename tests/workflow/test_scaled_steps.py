@@ -1,11 +1,11 @@
 """Steps in posterior units: whitened location steps, the travel rule's step
-halving and its running average (``guide_core.workflow.scaled_steps``)."""
+halving and its running average (``guide_core.workflow.engines.scaled_steps``)."""
 
 import pyro
 import torch
 
 from guide_core.core.gaussian_start import Whitening, location_steps
-from guide_core.workflow.scaled_steps import (
+from guide_core.workflow.engines.scaled_steps import (
     MIN_RATE,
     ScaledAdam,
     ScaleTable,

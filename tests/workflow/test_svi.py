@@ -254,7 +254,7 @@ def test_a_non_finite_step_is_not_applied():
 
 
 def test_auto_records_after_pyros_first_steps():
-    from guide_core.workflow.svi import RECORD_AFTER
+    from guide_core.workflow.fitting.svi import RECORD_AFTER
 
     x, y = _data()
     pyro.clear_param_store()

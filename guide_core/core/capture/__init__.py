@@ -2,7 +2,7 @@
 
 It serves every recorded program of guide_core: the SVI step
 (``guide_core.workflow.engines.program``), the recorded posterior draws
-(``guide_core.workflow.recorded_draws``) and the funsor AutoGaussian's
+(``guide_core.core.capture.recorded_draws``) and the funsor AutoGaussian's
 replay of funsor's Gaussian elimination (a plugin: hence in the core).
 
 - :mod:`.recorder`: :func:`capture` (``make_fx``; a value read is refused

@@ -16,11 +16,11 @@ from typing import Any
 import attrs
 from pyro.infer.elbo import ELBO
 
-from ..distributed import ProcessGroup
-from .distributed import Ranks
 from .losses import LossFn, NotRecordable, recordable_loss
 from .optim import MappedOptimizer, NotMappable, map_optimizer
 from .peers import ALONE
+from .process_group import ProcessGroup
+from .ranks import Ranks
 from .trainer import Parts, Settings, Trainer
 
 __all__ = ["ENGINES", "check_engine", "make_trainer", "plan"]

@@ -26,9 +26,9 @@ from pyro.optim.clipped_adam import ClippedAdam
 from pyro.optim.lr_scheduler import PyroLRScheduler
 from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
-from ..scaled_steps import ScaledAdam
 from .fused_adam import DirectFusedAdam
 from .private_pyro import grad_clip_args, make_optimizers
+from .scaled_steps import ScaledAdam
 
 __all__ = ["MappedOptimizer", "NotMappable", "map_optimizer"]
 

@@ -3,7 +3,7 @@
 A step computes its gradients (a recorded program or Pyro's eager step),
 hands them to its peers, checks them and updates. In one process there are
 no peers (:data:`ALONE`: every hook is the identity); a data-parallel fit has
-the other ranks (:class:`~.distributed.Ranks`), which give each step its
+the other ranks (:class:`~.ranks.Ranks`), which give each step its
 share of the subsamples and average the gradients over the ranks.
 """
 

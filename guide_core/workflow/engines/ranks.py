@@ -38,8 +38,8 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.util import site_is_subsample
 
-from ..distributed import DistributedError, ProcessGroup
 from .eager import BadStep
+from .process_group import DistributedError, ProcessGroup
 
 __all__ = [
     "Ranks",

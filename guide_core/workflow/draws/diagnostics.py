@@ -19,7 +19,7 @@ import torch
 from pyro.ops.stats import fit_generalized_pareto
 from pyro.poutine.trace_struct import Trace
 
-from .sampling import (
+from ...core.draws import (
     NotVectorized,
     default_model,
     is_latent,

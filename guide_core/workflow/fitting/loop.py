@@ -22,16 +22,16 @@ import pyro.optim
 import torch
 from pyro.infer import Trace_ELBO
 
-from . import distributed as _dist
+from ..draws.diagnostics import MIN_SAMPLES, KHat, find_nonfinite, psis_khat
+from ..engines import BadStep, Settings, check_engine
+from ..engines import process_group as _dist
+from ..engines.scaled_steps import Travel, scaled_optim
+from .arguments import check_int, check_optim, check_tol
 from .convergence import _buffer_size, _converged, convergence_step
-from .diagnostics import MIN_SAMPLES, KHat, find_nonfinite, psis_khat
-from .engines import BadStep, Settings, check_engine
-from .fit_arguments import check_int, check_optim, check_tol
-from .fit_result import FitResult, NonFiniteLossError
 from .own_procedure import procedure_of
 from .pathfinder_start import StartOutcome, pathfinder_start
 from .progress import progress_bar
-from .scaled_steps import Travel, scaled_optim
+from .result import FitResult, NonFiniteLossError
 from .svi import SVI
 
 __all__ = ["FitResult", "NonFiniteLossError", "convergence_step", "fit"]
@@ -77,7 +77,7 @@ def fit(
     optim : pyro.optim.PyroOptim, optional
         Default: ``pyro.optim.Adam({"lr": 0.01})`` without a warm start;
         after one, Adam whose steps are 0.01 of each parameter's posterior
-        scale (see :mod:`guide_core.workflow.scaled_steps`), and the fit stops
+        scale (see :mod:`guide_core.workflow.engines.scaled_steps`), and the fit stops
         only when the parameters have stopped travelling (their window means
         move less than 0.05 of those scales), not on the loss alone; a step
         that only jitters is halved, and the fit ends at the running average
@@ -123,9 +123,10 @@ def fit(
         Pyro's step for two steps, then recorded when possible and when the
         planned steps pay for the recording (at the measured time of Pyro's
         step, so a short fit is never slower than Pyro's), compiled when
-        they pay for the compile too (:class:`~.engines.Costs`). Every
-        engine is a loop over :class:`guide_core.SVI`. What cannot be
-        recorded (a model that reads tensor values, an ELBO or optimizer
+        they pay for the compile too
+        (:class:`~guide_core.workflow.engines.Costs`). Every engine is a
+        loop over :class:`guide_core.SVI`. What cannot be recorded (a
+        model that reads tensor values, an ELBO or optimizer
         without an exact recorded counterpart, a step that differs from
         eager) runs eager, with a warning unless
         ``"auto"`` chose. ``FitResult.engine`` and ``engine_reason`` say
@@ -163,7 +164,7 @@ def fit(
     NonFiniteLossError
         If a loss or gradient is NaN or infinite; the message names the step
         and, where one is found, the site. The failing step is not applied.
-    guide_core.workflow.distributed.DistributedError
+    guide_core.workflow.engines.process_group.DistributedError
         If a peer of a distributed fit was lost or did not answer within the
         timeout; the message names this rank, the step and the cause.
     """

@@ -8,11 +8,10 @@ from typing import Any
 
 import attrs
 import torch
-from pyro.poutine.trace_struct import Trace
 
-from ..core.summaries import as_quantiles
-from ..registry.errors import MissingExtraError
-from .sampling import default_model, is_deterministic, is_latent, over_draws, per_draw
+from ...core.draws import draw_sites
+from ...core.summaries import as_quantiles
+from ...registry.errors import MissingExtraError
 
 __all__ = [
     "SiteSummary",
@@ -22,38 +21,6 @@ __all__ = [
     "summary",
     "to_inference_data",
 ]
-
-
-def _check_num_samples(num_samples: Any) -> int:
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
-        raise TypeError(f"'num_samples' must be an int such as 1000: {num_samples!r}")
-    if num_samples < 1:
-        raise ValueError(f"'num_samples' must be >= 1: {num_samples!r}")
-    return num_samples
-
-
-def _values_collector(model_trace: Trace, guide_trace: Trace) -> Callable:
-    """Collect every latent and deterministic site of the model, shaped like
-    the probe draw ``model_trace``."""
-    probe = {
-        name: site["value"]
-        for name, site in model_trace.nodes.items()
-        if is_latent(site) or is_deterministic(site)
-    }
-
-    def collect(mt: Trace, gt: Trace, n: int, dim: int | None) -> dict:
-        out = {}
-        for name, value in probe.items():
-            if name not in mt.nodes:
-                raise ValueError(
-                    f"site {name!r} is missing from a later draw: the model's sites "
-                    "change from draw to draw; sample_posterior needs a model with a "
-                    "fixed set of sites"
-                )
-            out[name] = per_draw(mt.nodes[name]["value"], value.shape, n, dim, value)
-        return out
-
-    return collect
 
 
 def sample_posterior(
@@ -94,11 +61,7 @@ def sample_posterior(
         ``{site name: tensor}``, each with ``num_samples`` on dim 0 followed by
         the site's shape.
     """
-    num_samples = _check_num_samples(num_samples)
-    if not callable(guide):
-        raise TypeError(f"'guide' must be a guide (callable): {guide!r}")
-    model = default_model(guide) if model is None else model
-    return over_draws(model, guide, num_samples, args, kwargs, _values_collector)
+    return draw_sites(guide, args, kwargs, num_samples=num_samples, model=model)
 
 
 @attrs.frozen

@@ -1,4 +1,4 @@
-"""Stan's ADVI convergence rule, as :func:`~guide_core.workflow.fitting.fit` applies it.
+"""Stan's ADVI convergence rule, as :func:`guide_core.fit` applies it.
 
 Every ``window`` steps the relative change of the mean loss over the last
 window against the one before is recorded; the fit has converged when the

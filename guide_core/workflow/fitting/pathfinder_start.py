@@ -17,11 +17,11 @@ from typing import Any
 import attrs
 import torch
 
-from ..core.composite import AutoGuideList
-from ..core.gaussian_start import GaussianStart
-from ..core.guide import AutoGuide
-from ..registry import default_registry
-from .sampling import default_model
+from ...core.composite import AutoGuideList
+from ...core.draws import default_model
+from ...core.gaussian_start import GaussianStart
+from ...core.guide import AutoGuide
+from ...registry import default_registry
 
 __all__ = ["StartOutcome", "pathfinder_start", "warm_startable"]
 

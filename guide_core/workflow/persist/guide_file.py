@@ -72,7 +72,7 @@ class _Unstorable(Exception):
 
 def strategy_names() -> dict[int, str]:
     """Return ``{id(strategy): registered name}`` of every named init strategy."""
-    from .. import registry
+    from ... import registry
 
     return {id(s.strategy): name for name, s in registry.init_strategies().items()}
 
@@ -111,7 +111,7 @@ def decode(value: Any) -> Any:
     if kind == "dict":
         return {k: decode(v) for k, v in value["items"].items()}
     if kind == "init":
-        from .. import registry
+        from ... import registry
 
         strategy = registry.init_strategy(value["name"])
         kwargs = {k: decode(v) for k, v in value["kwargs"].items()}
@@ -178,7 +178,7 @@ def versions() -> dict[str, str]:
     """Return the versions of guide_core, torch and pyro, as strings."""
     import pyro
 
-    from .. import __version__
+    from ... import __version__
 
     return {
         "guide_core": str(__version__),
@@ -206,7 +206,7 @@ def read(path: str | os.PathLike, map_location: Any) -> dict[str, Any]:
         )
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        from .. import __version__
+        from ... import __version__
 
         by = payload.get("versions", {}).get("guide_core", "?")
         raise FormatVersionError(

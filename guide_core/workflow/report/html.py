@@ -11,10 +11,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..draws.posterior import summary
+from ..fitting.loop import FitResult
 from .comparison import KHAT_LEGEND, Comparison, Entry, khat_cell, objective_of
-from .fitting import FitResult
 from .plots import plot_compare, plot_fit, require_matplotlib
-from .posterior import summary
 
 __all__ = ["write_compare_report", "write_fit_report"]
 

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from pyro import poutine
 
-from ..core.composite import AutoCallable, AutoGuideList
-from ..core.guide import AutoGuide
-from ..core.messenger import AutoMessenger
+from ...core.composite import AutoCallable, AutoGuideList
+from ...core.guide import AutoGuide
+from ...core.messenger import AutoMessenger
 from .guide_file import (
     FORMAT_VERSION,
     GUIDE_CORE_FORMAT,
@@ -62,7 +62,7 @@ __all__ = [
 
 
 def _registry_name(cls: type) -> str | None:
-    from .. import registry
+    from ... import registry
 
     for spec in registry.default_registry():
         if spec.factory is cls:
@@ -167,7 +167,7 @@ def _describe(record: Mapping[str, Any]) -> str:
 def _is_a(record: Mapping[str, Any], wanted: str, path: Any) -> bool:
     """Whether the saved guide is ``wanted`` (a registry or class name), also
     as a subclass (``AutoGaussianDense`` is an ``"auto_gaussian"``)."""
-    from .. import registry
+    from ... import registry
 
     if wanted in (record["registry_name"], record["class_name"]):
         return True
@@ -193,7 +193,7 @@ def _check_expected(record: Mapping[str, Any], expect: Any, path: Any) -> None:
 
 
 def _factory(record: Mapping[str, Any], path: Any) -> Callable[..., Any]:
-    from .. import registry
+    from ... import registry
 
     name = record["registry_name"]
     if name and name in registry.names():

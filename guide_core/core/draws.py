@@ -19,13 +19,15 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 
-from ..core.guide import unwrap_init
-from .recorded_draws import recorded_draws
+from .capture.recorded_draws import recorded_draws
+from .init_messenger import unwrap_init
 
 __all__ = [
     "PARTICLE_PLATE",
     "batch_nesting",
     "default_model",
+    "PosteriorDraws",
+    "draw_sites",
     "is_latent",
     "over_draws",
     "paired_traces",
@@ -233,3 +235,92 @@ def per_draw(
     if leading == 1 and torch.equal(value.reshape(shape), probe):
         return value.reshape(shape).expand((num_draws,) + tuple(shape))
     raise NotVectorized(f"shape {tuple(value.shape)} has no dim of {num_draws} draws")
+
+
+def _check_num_samples(num_samples: Any) -> int:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int):
+        raise TypeError(f"'num_samples' must be an int such as 1000: {num_samples!r}")
+    if num_samples < 1:
+        raise ValueError(f"'num_samples' must be >= 1: {num_samples!r}")
+    return num_samples
+
+
+def _values_collector(model_trace: Trace, guide_trace: Trace) -> Callable:
+    """Collect every latent and deterministic site of the model, shaped like
+    the probe draw ``model_trace``."""
+    probe = {
+        name: site["value"]
+        for name, site in model_trace.nodes.items()
+        if is_latent(site) or is_deterministic(site)
+    }
+
+    def collect(mt: Trace, gt: Trace, n: int, dim: int | None) -> dict:
+        out = {}
+        for name, value in probe.items():
+            if name not in mt.nodes:
+                raise ValueError(
+                    f"site {name!r} is missing from a later draw: the model's sites "
+                    "change from draw to draw; sample_posterior needs a model with a "
+                    "fixed set of sites"
+                )
+            out[name] = per_draw(mt.nodes[name]["value"], value.shape, n, dim, value)
+        return out
+
+    return collect
+
+
+def draw_sites(
+    guide: Callable,
+    args: tuple,
+    kwargs: Mapping[str, Any],
+    *,
+    num_samples: int = 1000,
+    model: Callable | None = None,
+) -> dict[str, torch.Tensor]:
+    """Draw ``num_samples`` times from ``guide``; return every latent and
+    deterministic site of the model replayed against the draws.
+
+    This is what :func:`guide_core.sample_posterior` and the guides'
+    ``sample_posterior`` methods both run.
+
+    Parameters
+    ----------
+    guide : callable
+        A guide; any Pyro guide when ``model`` is given.
+    args, kwargs :
+        The model's arguments.
+    num_samples : int
+        The number of draws.
+    model : callable, optional
+        The model; by default the one the guide was built for.
+
+    Returns
+    -------
+    dict
+        ``{site name: tensor}`` with the draws on dim 0.
+    """
+    num_samples = _check_num_samples(num_samples)
+    if not callable(guide):
+        raise TypeError(f"'guide' must be a guide (callable): {guide!r}")
+    model = default_model(guide) if model is None else model
+    return over_draws(model, guide, num_samples, args, kwargs, _values_collector)
+
+
+class PosteriorDraws:
+    """The ``sample_posterior`` method of :class:`~guide_core.AutoGuide` and
+    :class:`~guide_core.AutoMessenger` (a base of both), so a fitted guide
+    draws from itself as NumPyro's guides do."""
+
+    def sample_posterior(
+        self, *args: Any, num_samples: int = 1000, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """Draw ``num_samples`` times; see :func:`guide_core.sample_posterior`.
+
+        Returns
+        -------
+        dict
+            ``{site name: tensor}`` for every latent and deterministic site of
+            the model, with the draws on dim 0.
+        """
+        model = kwargs.pop("model", None)
+        return draw_sites(self, args, kwargs, num_samples=num_samples, model=model)

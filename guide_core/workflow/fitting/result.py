@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from .diagnostics import KHat
+from ..draws.diagnostics import KHat
 
 __all__ = ["FitResult", "NonFiniteLossError"]
 

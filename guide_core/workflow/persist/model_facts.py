@@ -17,8 +17,8 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from ..core.guide import AutoGuide
-from ..core.messenger import AutoMessenger
+from ...core.guide import AutoGuide
+from ...core.messenger import AutoMessenger
 from .guide_file import WrongModelError
 
 __all__ = ["CheckedModel", "differences", "guide_facts", "site_record"]

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..registry.checks import require_extras
+from ...registry.checks import require_extras
+from ..draws.posterior import posterior_draws
+from ..fitting.loop import FitResult
 from .comparison import Comparison, objective_of
-from .fitting import FitResult
-from .posterior import posterior_draws
 
 __all__ = ["MAX_ELEMENTS", "plot_compare", "plot_fit", "require_matplotlib"]
 

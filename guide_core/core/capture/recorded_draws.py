@@ -20,7 +20,7 @@ from typing import Any
 import pyro
 import torch
 
-from ..core.capture import record, split_args
+from . import record, split_args
 
 __all__ = ["MIN_DRAWS", "recorded_draws"]
 

@@ -22,9 +22,9 @@ import torch
 from pyro import poutine
 from pyro.infer.elbo import ELBO
 
-from .engines.eager import param_leaves
-from .engines.losses import NotRecordable, recordable_loss
-from .engines.trainer import Parts, Trainer
+from ..engines.eager import param_leaves
+from ..engines.losses import NotRecordable, recordable_loss
+from ..engines.trainer import Parts, Trainer
 from .svi import CHECKS, open_loop
 
 __all__ = ["ELBOModule"]

@@ -19,7 +19,7 @@ import pyro
 import pyro.optim
 import torch
 
-from ..core.gaussian_start import Whitening
+from ...core.gaussian_start import Whitening
 
 __all__ = ["ScaleTable", "ScaledAdam", "Travel", "scaled_optim"]
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import attrs
 
-from ..registry import default_registry
-from ..registry.errors import RegistryError
-from .fitting import FitResult
+from ...registry import default_registry
+from ...registry.errors import RegistryError
+from ..fitting.loop import FitResult
 
 __all__ = [
     "KHAT_LEGEND",

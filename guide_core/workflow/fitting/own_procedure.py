@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..registry import default_registry
-from ..registry.spec import Procedure
+from ...registry import default_registry
+from ...registry.spec import Procedure
 
 __all__ = ["procedure_of"]
 

@@ -25,9 +25,9 @@ import pyro
 from pyro.infer import SVI as PyroSVI
 from pyro.infer.elbo import ELBO
 
-from .distributed import ProcessGroup
-from .engines import BadStep, Settings, Trainer, check_engine, make_trainer
-from .engines.trainer import RECORD_AFTER
+from ..engines import BadStep, Settings, Trainer, check_engine, make_trainer
+from ..engines.process_group import ProcessGroup
+from ..engines.trainer import RECORD_AFTER
 
 __all__ = ["CHECKS", "RECORD_AFTER", "SVI", "open_loop"]
 
@@ -73,7 +73,7 @@ class SVI(PyroSVI):
         plans its steps (:func:`guide_core.fit` does: with ``steps`` planned,
         ``"auto"`` records only when they pay for it, and ``"compiled"`` is
         allowed); its ``mode`` is ``engine``. Default: the above.
-    group : guide_core.workflow.distributed.ProcessGroup, optional
+    group : guide_core.workflow.engines.process_group.ProcessGroup, optional
         Run data-parallel over these ranks: each step on this rank's share
         of the subsampled plates, the gradients averaged over the ranks.
 
