@@ -49,6 +49,7 @@ from .core.initialization import (
 )
 from .core.messenger import AutoMessenger
 from .core.prototype import PlateFacts, Prototype, SiteFacts
+from .registry.composition import compose
 from .registry.errors import (
     BrokenPluginError,
     DuplicateNameError,
@@ -61,7 +62,6 @@ from .registry.errors import (
 )
 from .registry.hookspecs import hookimpl, hookspec
 from .registry.spec import BackendSpec, Capabilities, GuideSpec, InitStrategySpec
-from .workflow.auto import compose
 from .workflow.draws.diagnostics import KHat, psis_khat
 from .workflow.draws.posterior import (
     Summary,
