@@ -124,9 +124,7 @@ class AutoGaussian(AutoGuide):
         self.dependencies = model_dependencies(model, args, kwargs)[
             "prior_dependencies"
         ]
-        self._structure = build_structure(
-            self.prototype_trace, self.dependencies, self._prototype.sites
-        )
+        self._structure = build_structure(self._prototype, self.dependencies)
         self._make_params(self._structure)
 
     def _make_params(self, structure: GaussianStructure) -> None:
