@@ -40,6 +40,7 @@ from .core.dependencies import (
 )
 from .core.gaussian_start import (
     GaussianStart,
+    Whitening,
     location_steps,
     mean_field_scale,
     row_step_bounds,
@@ -60,6 +61,7 @@ from .core.latent import (
     GuideDelta,
     assign_param,
     constrain,
+    emit_constrained,
     get_nested,
     sample_constrained,
     set_nested,
@@ -122,6 +124,7 @@ __all__ = [
     "GuideDelta",
     "assign_param",
     "constrain",
+    "emit_constrained",
     "get_nested",
     "sample_constrained",
     "set_nested",
@@ -131,6 +134,7 @@ __all__ = [
     "param_with_leaf",
     # initialization
     "GaussianStart",
+    "Whitening",
     "init_to_feasible",
     "init_to_generated",
     "init_to_mean",
