@@ -174,9 +174,7 @@ def _api_violations(path: Path, name: str) -> list[str]:
             bad.append(f"{name}:{line}: imports from {module}, not the plugin API")
             return
         for alias in names:
-            if f"{module}.{alias}" in PLUGIN_API:
-                bound[alias] = f"{module}.{alias}"
-            elif alias not in _public(module):
+            if alias not in _public(module) and f"{module}.{alias}" not in PLUGIN_API:
                 bad.append(f"{name}:{line}: {module}.{alias} is not in its __all__")
 
     nodes = [
@@ -188,11 +186,10 @@ def _api_violations(path: Path, name: str) -> list[str]:
         if isinstance(node, ast.ImportFrom) and not node.level:
             module = node.module or ""
             if module.partition(".")[0] == "guide_core":
-                aliases = [(a.name, a.asname) for a in node.names]
-                check(node.lineno, module, [a for a, _ in aliases])
-                bound.update(
-                    {as_: bound[a] for a, as_ in aliases if as_ and a in bound}
-                )
+                check(node.lineno, module, [alias.name for alias in node.names])
+                for alias in node.names:  # ``from guide_core import registry``
+                    if f"{module}.{alias.name}" in PLUGIN_API:
+                        bound[alias.asname or alias.name] = f"{module}.{alias.name}"
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.partition(".")[0] != "guide_core":
