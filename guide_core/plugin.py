@@ -46,8 +46,8 @@ from .core.gaussian_start import (
     row_step_bounds,
     scale_steps,
 )
-from .core.guide import AutoGuide, unwrap_init, validate_init_scale
-from .core.init_messenger import InitMessenger, support_errors
+from .core.guide import AutoGuide, validate_init_scale
+from .core.init_messenger import InitMessenger, support_errors, unwrap_init
 from .core.initialization import (
     init_to_feasible,
     init_to_generated,
