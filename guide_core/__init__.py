@@ -28,6 +28,9 @@ and in ``my_package/plugin.py`` implement a hook::
     def register_guides(register):
         register(GuideSpec(name="auto_mine", factory=AutoMine,
                            family="my_family", summary="What it is."))
+
+Beyond the names here, a plugin imports only from :mod:`guide_core.plugin`,
+the plugin API (the latent steps, packing, summaries, ... of the core).
 """
 
 from __future__ import annotations

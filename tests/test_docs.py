@@ -61,6 +61,22 @@ def test_public_name_in_api_reference(name):
     )
 
 
+def _plugin_api() -> list[str]:
+    import guide_core.plugin
+
+    return sorted(guide_core.plugin.__all__)
+
+
+@pytest.mark.parametrize("name", _plugin_api())
+def test_plugin_api_name_in_plugin_docs(name):
+    text = (DOCS / "plugins.rst").read_text(encoding="utf-8")
+    section = text.partition("The plugin API\n---")[2].partition("\n---")[0]
+    assert re.search(rf"``{re.escape(name)}``", section), (
+        f"guide_core.plugin.{name} is in the plugin API but the section 'The "
+        "plugin API' of docs/plugins.rst does not list it"
+    )
+
+
 def test_every_installed_guide_is_documented():
     text = "\n".join(p.read_text(encoding="utf-8") for p in sorted(DOCS.rglob("*.rst")))
     reg = Registry(autoload=True)

@@ -33,13 +33,8 @@ from .dependent_support import guide_values, record_value, transform_of
 from .draws import PosteriorDraws
 from .gaussian_start import GaussianStart, site_transforms
 from .init_messenger import InitMessenger, unwrap_init
-from .prototype import (
-    Prototype,
-    SiteFacts,
-    model_subsamples,
-    prototype_hide_fn,
-    trace_prototype,
-)
+from .prototype import Prototype, SiteFacts, prototype_hide_fn, trace_prototype
+from .subsample_support import model_subsamples
 from .summaries import as_quantiles, distribution_median, distribution_quantiles
 
 __all__ = ["AutoGuide", "record_init_call", "unwrap_init", "validate_init_scale"]

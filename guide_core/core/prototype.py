@@ -30,8 +30,8 @@ __all__ = [
     "PlateFacts",
     "Prototype",
     "SiteFacts",
-    "model_subsamples",
     "prototype_hide_fn",
+    "site_plates",
     "trace_prototype",
 ]
 
@@ -211,12 +211,54 @@ class Prototype:
         """Whether a site's support depends on other latent sites."""
         return any(site.support_given is not None for site in self.sites.values())
 
+    def plates_of(self, name: str) -> tuple[PlateFacts, ...]:
+        """Return the plates of the trace's sample site ``name``, outermost first:
+        a latent site's from its facts, any other's (an observed site the
+        trace kept) read off the trace with :func:`site_plates`."""
+        if name in self.sites:
+            return self.sites[name].plates
+        return site_plates(self.trace.nodes[name])
+
     def continuous(self) -> dict[str, SiteFacts]:
         """Return the continuous sites, raising for any discrete one."""
         for site in self.sites.values():
             if site.is_discrete:
                 site.require_transform()
         return dict(self.sites)
+
+
+def _stack_plates(site: dict) -> list[PlateFacts]:
+    """The plates of a trace site, in its ``cond_indep_stack``'s order."""
+    plates = []
+    for frame in site["cond_indep_stack"]:
+        if not frame.vectorized:
+            raise NotImplementedError(
+                f"site {site['name']!r} is in the sequential plate {frame.name!r}; "
+                "autoguides need vectorized plates: write "
+                f"`with pyro.plate({frame.name!r}, ...):` instead of iterating it"
+            )
+        full_size = frame.full_size or frame.size
+        plates.append(PlateFacts(frame.name, frame.dim, frame.size, full_size))
+    return plates
+
+
+def _outermost_first(plates: list[PlateFacts]) -> tuple[PlateFacts, ...]:
+    return tuple(sorted(plates, key=lambda p: p.dim))
+
+
+def site_plates(site: dict) -> tuple[PlateFacts, ...]:
+    """Return the plates of any sample site of a trace, outermost first.
+
+    For a latent site of a prototype this is its :attr:`SiteFacts.plates`;
+    use it (or :meth:`Prototype.plates_of`) for the sites a prototype keeps
+    no facts of, such as the observed ones.
+
+    Raises
+    ------
+    NotImplementedError
+        The site sits in a sequential (iterated) plate.
+    """
+    return _outermost_first(_stack_plates(site))
 
 
 def _bijection(site: dict) -> tuple[Transform | None, Any, Exception | None]:
@@ -245,40 +287,6 @@ class _InitCheck(Messenger):
             self.explicit.add(msg["name"])  # pyro.plate(..., subsample=indices)
         else:
             _check_init(msg, self.init_fn)
-
-
-class _FoundSubsamples(Exception):
-    pass
-
-
-class _SubsampleSpy(Messenger):
-    def __init__(self, names: frozenset[str]):
-        super().__init__()
-        self.names, self.found = names, {}
-
-    def _pyro_sample(self, msg: dict) -> None:
-        if site_is_subsample(msg) and msg["name"] in self.names:
-            self.found[msg["name"]] = msg["value"]
-            if len(self.found) == len(self.names):
-                raise _FoundSubsamples
-
-
-def model_subsamples(
-    model: Callable, args: tuple, kwargs: Mapping[str, Any], names: frozenset[str]
-) -> dict[str, torch.Tensor]:
-    """Return the indices the model passes as ``pyro.plate(name, subsample=...)``.
-
-    Runs the model, hidden from every outer handler, only until it has opened
-    each plate in ``names``. Guides use this so that an explicit subsample is
-    respected rather than replaced by one the guide drew itself.
-    """
-    spy = _SubsampleSpy(names)
-    try:
-        with torch.no_grad():
-            poutine.block(spy(model))(*args, **kwargs)
-    except _FoundSubsamples:
-        pass
-    return spy.found
 
 
 def _check_init(site: dict, init_fn: Callable | None) -> None:
@@ -360,25 +368,15 @@ def trace_prototype(
     plates: dict[str, PlateFacts] = {}
     frames: dict[str, Any] = {}
     for name, site in trace.iter_stochastic_nodes():
-        site_plates = []
-        for frame in site["cond_indep_stack"]:
-            if not frame.vectorized:
-                raise NotImplementedError(
-                    f"site {name!r} is in the sequential plate {frame.name!r}; "
-                    "autoguides need vectorized plates: write "
-                    f"`with pyro.plate({frame.name!r}, ...):` instead of iterating it"
-                )
-            full_size = frame.full_size or frame.size
-            plate = PlateFacts(frame.name, frame.dim, frame.size, full_size)
-            plates[frame.name] = plate
-            frames[frame.name] = frame
-            site_plates.append(plate)
+        stack = _stack_plates(site)
+        plates.update((plate.name, plate) for plate in stack)
+        frames.update((frame.name, frame) for frame in site["cond_indep_stack"])
         transform, unconstrained, error = _bijection(site)
         sites[name] = SiteFacts(
             name=name,
             fn=site["fn"],
             value=site["value"].detach(),
-            plates=tuple(sorted(site_plates, key=lambda p: p.dim)),
+            plates=_outermost_first(stack),
             infer=dict(site["infer"]),
             transform=transform,
             unconstrained_value=unconstrained,

@@ -22,7 +22,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyro.poutine.util import site_is_subsample
 
-__all__ = ["MAX_SETUP_RUNS", "full_supports", "support_here"]
+__all__ = ["MAX_SETUP_RUNS", "full_supports", "model_subsamples", "support_here"]
 
 MAX_SETUP_RUNS = 1000  # model runs allowed to gather one plate's supports
 
@@ -190,3 +190,37 @@ def support_here(site: Any, full: Any) -> Any:
         return t.index_select(pos, indices.to(t.device))
 
     return _map_tensors(full, cut)
+
+
+class _FoundSubsamples(Exception):
+    pass
+
+
+class _SubsampleSpy(Messenger):
+    def __init__(self, names: frozenset[str]):
+        super().__init__()
+        self.names, self.found = names, {}
+
+    def _pyro_sample(self, msg: dict) -> None:
+        if site_is_subsample(msg) and msg["name"] in self.names:
+            self.found[msg["name"]] = msg["value"]
+            if len(self.found) == len(self.names):
+                raise _FoundSubsamples
+
+
+def model_subsamples(
+    model: Callable, args: tuple, kwargs: Mapping[str, Any], names: frozenset[str]
+) -> dict[str, torch.Tensor]:
+    """Return the indices the model passes as ``pyro.plate(name, subsample=...)``.
+
+    Runs the model, hidden from every outer handler, only until it has opened
+    each plate in ``names``. Guides use this so that an explicit subsample is
+    respected rather than replaced by one the guide drew itself.
+    """
+    spy = _SubsampleSpy(names)
+    try:
+        with torch.no_grad():
+            poutine.block(spy(model))(*args, **kwargs)
+    except _FoundSubsamples:
+        pass
+    return spy.found

@@ -27,7 +27,7 @@ import pyro.distributions as dist
 import torch
 
 from guide_core import Capabilities, GuideSpec, hookimpl, init_to_median
-from guide_core.core.packing import LatentLayout
+from guide_core.plugin import LatentLayout
 from guide_plugins.continuous import (
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,

@@ -11,8 +11,7 @@ import torch
 from pyro.nn.module import PyroParam
 
 from guide_core import AutoGuide, Capabilities, GuideSpec, hookimpl, init_to_median
-from guide_core.core.latent import get_nested, set_nested
-from guide_core.core.summaries import point_quantiles
+from guide_core.plugin import get_nested, point_quantiles, set_nested
 
 __all__ = ["AutoDelta", "register_guides"]
 

@@ -12,8 +12,7 @@ import torch
 from pyro.nn.module import PyroParam
 
 from guide_core import AutoGuide, Capabilities, GuideSpec, hookimpl
-from guide_core.core.latent import get_nested, set_nested
-from guide_core.core.prototype import SiteFacts
+from guide_core.plugin import SiteFacts, get_nested, set_nested
 
 __all__ = ["AutoDiscreteParallel", "register_guides"]
 

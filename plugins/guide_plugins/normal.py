@@ -11,20 +11,18 @@ from pyro.distributions import constraints
 from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, Capabilities, GuideSpec, hookimpl, init_to_feasible
-from guide_core.core.gaussian_start import (
+from guide_core.plugin import (
     GaussianStart,
-    location_steps,
-    mean_field_scale,
-    scale_steps,
-)
-from guide_core.core.guide import validate_init_scale
-from guide_core.core.latent import (
+    SiteFacts,
     assign_param,
     get_nested,
+    location_steps,
+    mean_field_scale,
     sample_constrained,
+    scale_steps,
     set_nested,
+    validate_init_scale,
 )
-from guide_core.core.prototype import SiteFacts
 
 __all__ = ["AutoNormal", "register_guides"]
 

@@ -12,10 +12,13 @@ from pyro import poutine
 from pyro.nn.module import PyroModule
 
 from guide_core import init_to_feasible
-from guide_core.core.gaussian_start import GaussianStart
-from guide_core.core.guide import validate_init_scale
-from guide_core.core.latent import get_nested, set_nested
-from guide_core.core.prototype import SiteFacts
+from guide_core.plugin import (
+    GaussianStart,
+    SiteFacts,
+    get_nested,
+    set_nested,
+    validate_init_scale,
+)
 from guide_plugins.normal import AutoNormal
 
 from .encoders import EncoderArg, RowReader, SiteEncoder, make_encoder

@@ -18,7 +18,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
-from guide_core.core.prototype import Prototype
+from guide_core.plugin import Prototype
 
 __all__ = ["find_rows", "local_plates", "observed_sites", "plate_size"]
 

@@ -11,7 +11,7 @@ from pyro.nn.module import PyroModule
 from pyro.poutine.runtime import get_plates
 from torch.distributions import Distribution
 
-from guide_core.core.latent import get_nested, set_nested
+from guide_core.plugin import get_nested, set_nested
 from guide_plugins.messengers._params import DEFAULT_INIT
 from guide_plugins.messengers.normal import AutoNormalMessenger, _normal_posterior
 

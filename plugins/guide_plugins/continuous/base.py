@@ -11,8 +11,7 @@ import torch
 from torch.distributions import Transform
 
 from guide_core import AutoGuide, init_to_median
-from guide_core.core.gaussian_start import GaussianStart
-from guide_core.core.packing import LatentLayout, empirical_quantiles
+from guide_core.plugin import GaussianStart, LatentLayout, empirical_quantiles
 
 __all__ = ["AutoContinuous"]
 

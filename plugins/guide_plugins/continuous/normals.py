@@ -13,15 +13,15 @@ from pyro.nn.module import PyroParam
 from torch import nn
 
 from guide_core import init_to_median
-from guide_core.core.gaussian_start import (
+from guide_core.plugin import (
     GaussianStart,
+    assign_param,
     location_steps,
     mean_field_scale,
     row_step_bounds,
     scale_steps,
+    validate_init_scale,
 )
-from guide_core.core.guide import validate_init_scale
-from guide_core.core.latent import assign_param
 
 from .base import AutoContinuous
 from .lowrank import LowRankAffine

@@ -50,7 +50,7 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from guide_core import init_to_uniform
-from guide_core.core.guide import validate_init_scale
+from guide_core.plugin import validate_init_scale
 from guide_plugins.continuous import AutoContinuous
 
 from .langevin import anneal, check_dynamics, logit_step, schedule, step_size

@@ -21,7 +21,7 @@ from pyro import poutine
 from pyro.distributions.util import sum_rightmost
 from pyro.poutine.util import site_is_subsample
 
-from guide_core.core.prototype import PlateFacts, SiteFacts
+from guide_core.plugin import PlateFacts, SiteFacts
 
 __all__ = ["LocalLayout", "LocalSlot", "local_trace"]
 

@@ -12,7 +12,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from guide_core.core.prototype import PlateFacts, Prototype
+from guide_core.plugin import PlateFacts, Prototype
 
 __all__ = [
     "find_local_plate",

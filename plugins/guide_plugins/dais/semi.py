@@ -31,8 +31,7 @@ from pyro.poutine.runtime import get_plates
 from torch import nn
 
 from guide_core import AutoGuide
-from guide_core.core.guide import validate_init_scale
-from guide_core.core.latent import GuideDelta, constrain
+from guide_core.plugin import GuideDelta, constrain, validate_init_scale
 
 from .langevin import anneal, check_dynamics, logit_step, schedule, step_size
 from .local import LocalLayout, local_trace

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from pyro import poutine
 
-from guide_core.core.packing import empirical_quantiles
+from guide_core.plugin import empirical_quantiles
 
 from .plates import local_subsample, summary_chunks
 

@@ -32,10 +32,14 @@ from pyro.infer.inspect import is_sample_site
 from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, init_to_feasible, registry
-from guide_core.core.dependencies import model_dependencies
-from guide_core.core.guide import validate_init_scale
-from guide_core.core.latent import constrain, get_nested, set_nested
-from guide_core.core.summaries import distribution_quantiles
+from guide_core.plugin import (
+    constrain,
+    distribution_quantiles,
+    get_nested,
+    model_dependencies,
+    set_nested,
+    validate_init_scale,
+)
 
 from .dense_layout import DenseLayout
 from .structure import GaussianStructure, build_structure
@@ -120,9 +124,7 @@ class AutoGaussian(AutoGuide):
         self.dependencies = model_dependencies(model, args, kwargs)[
             "prior_dependencies"
         ]
-        self._structure = build_structure(
-            self.prototype_trace, self.dependencies, self._prototype.sites
-        )
+        self._structure = build_structure(self._prototype, self.dependencies)
         self._make_params(self._structure)
 
     def _make_params(self, structure: GaussianStructure) -> None:

@@ -18,15 +18,15 @@ from pyro import poutine
 from pyro.ops.linalg import ignore_torch_deprecation_warnings
 from pyro.poutine.runtime import am_i_wrapped, get_plates
 
-from guide_core.core.capture import (
+from guide_core.plugin import (
     NotCapturable,
     ProgramCache,
     capturing,
     perturbed,
     record,
+    require_extras,
     signature,
 )
-from guide_core.registry.checks import require_extras
 
 from .base import AutoGaussian
 from .structure import plate_names

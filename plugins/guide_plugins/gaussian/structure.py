@@ -1,7 +1,7 @@
 """The factor graph every AutoGaussian back end shares.
 
-:func:`build_structure` reads the prototype trace (latent *and* observed sample
-sites) and the model's prior dependencies and returns a
+:func:`build_structure` reads the prototype (its facts, and its trace's latent
+*and* observed sample sites) and the model's prior dependencies and returns a
 :class:`GaussianStructure`: one :class:`Factor` per site whose density involves
 a latent variable, with the plates it is batched over and the latent sites it
 touches. Each factor owns a ``white_vec`` and a ``prec_sqrt`` parameter; the
@@ -20,7 +20,7 @@ import attrs
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from guide_core import PlateFacts, SiteFacts
+from guide_core import PlateFacts, Prototype, SiteFacts
 
 __all__ = [
     "Factor",
@@ -146,42 +146,29 @@ class GaussianStructure:
         return self.latents[upstream].event_numel * broken
 
 
-def _plates_of(site: dict) -> frozenset[PlateFacts]:
-    plates = []
-    for f in site["cond_indep_stack"]:
-        if not f.vectorized:
-            raise NotImplementedError(
-                f"site {site['name']!r} is in the sequential plate {f.name!r}; "
-                "AutoGaussian needs vectorized plates: write "
-                f"`with pyro.plate({f.name!r}, ...):` instead of iterating it"
-            )
-        plates.append(PlateFacts(f.name, f.dim, f.size, f.full_size or f.size))
-    return frozenset(plates)
-
-
 def build_structure(
-    trace: Any,
-    dependencies: Mapping[str, Mapping[str, Any]],
-    sites: Mapping[str, SiteFacts],
+    prototype: Prototype, dependencies: Mapping[str, Mapping[str, Any]]
 ) -> GaussianStructure:
     """Return the factor graph of a model.
 
     Parameters
     ----------
-    trace : Trace
-        The prototype trace, with observed sites kept.
+    prototype : Prototype
+        The guide's prototype, its trace with observed sites kept. Plates and
+        latent sites are read from its facts.
     dependencies : dict
         ``get_dependencies(model)["prior_dependencies"]``: for every site, the
         latent sites its density depends on (itself included).
-    sites : dict of SiteFacts
-        The latent sites of the prototype.
 
     Raises
     ------
     ValueError
         A site's batch shape does not match its plates, or a latent site's
         support has no bijection (the message names the site and the fix).
+    NotImplementedError
+        An observed site sits in a sequential plate.
     """
+    trace, sites = prototype.trace, prototype.sites
     latents: dict[str, Latent] = {}
     factors: dict[str, Factor] = {}
     for name, node in trace.nodes.items():
@@ -194,7 +181,7 @@ def build_structure(
         ups = [u for u in ups if not (observed and u == name)]
         if observed and not ups:
             continue  # an observation no latent influences
-        plates = _plates_of(node)
+        plates = frozenset(prototype.plates_of(name))
         batch_shape = node["fn"].batch_shape
         if batch_shape != plate_shape(plates):
             raise ValueError(
@@ -221,7 +208,7 @@ def build_structure(
         u_size = sum(structure.rows(name, u) for u in factor.upstreams)
         if factor.observed:
             d_size = node["fn"].event_shape.numel()
-            for p in _plates_of(node) - factor.plates:
+            for p in frozenset(prototype.plates_of(name)) - factor.plates:
                 d_size *= p.size
             d_size = min(d_size, u_size)
         else:

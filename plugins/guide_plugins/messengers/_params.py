@@ -25,9 +25,12 @@ from pyro.nn.module import PyroParam
 from torch.distributions import Distribution, Transform, biject_to
 
 from guide_core import AutoMessenger, init_to_feasible, init_to_mean
-from guide_core.core.guide import validate_init_scale
-from guide_core.core.init_messenger import support_errors
-from guide_core.core.latent import get_nested, set_nested
+from guide_core.plugin import (
+    get_nested,
+    set_nested,
+    support_errors,
+    validate_init_scale,
+)
 
 __all__ = ["DEFAULT_INIT", "SiteParamMessenger"]
 

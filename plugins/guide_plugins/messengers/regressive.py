@@ -10,11 +10,7 @@ import torch
 from pyro.distributions import constraints
 from torch.distributions import Distribution, Transform
 
-from guide_core.core.summaries import (
-    as_quantiles,
-    distribution_median,
-    distribution_quantiles,
-)
+from guide_core.plugin import as_quantiles, distribution_median, distribution_quantiles
 
 from ._params import DEFAULT_INIT, SiteParamMessenger
 

@@ -23,7 +23,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from guide_core.core.guide import unwrap_init
+from guide_core.plugin import unwrap_init
 
 __all__ = ["DOMAIN_ERRORS", "DrawDensities"]
 

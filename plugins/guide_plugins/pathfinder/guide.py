@@ -11,7 +11,7 @@ fitted by :meth:`AutoPathfinder.run` (``guide_core.fit`` calls it), not by SVI.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -145,7 +145,7 @@ class AutoPathfinder(LaplaceMixin, DrawDensities, AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._refuse_subsampling(self.prototype_trace)
+        self._refuse_subsampling(self._prototype.plates.values())
         loc = self._init_loc().detach()
         dim, rank = loc.shape[-1], min(2 * self.history, loc.shape[-1])
         paths = self.num_paths
@@ -162,17 +162,18 @@ class AutoPathfinder(LaplaceMixin, DrawDensities, AutoContinuous):
         self.register_buffer("draws", loc.expand(self.num_draws, dim).clone())
         self.register_buffer("fitted", torch.tensor(False, device=loc.device))
 
-    def _refuse_subsampling(self, trace: Any) -> None:
-        for node in trace.nodes.values():
-            for frame in node.get("cond_indep_stack", ()):
-                full = getattr(frame, "full_size", None)
-                if full is not None and frame.size != full:
-                    raise ValueError(
-                        f"{type(self).__name__} needs a deterministic log density, "
-                        f"but plate {frame.name!r} is subsampled ({frame.size} of "
-                        f"{full}); run it on the whole data (no subsample_size) "
-                        "or use an SVI guide such as AutoNormal"
-                    )
+    def _refuse_subsampling(self, plates: Iterable[Any]) -> None:
+        """Raise if one of ``plates`` (:class:`PlateFacts` or Pyro frames) is
+        subsampled."""
+        for plate in plates:
+            full = getattr(plate, "full_size", None)
+            if full is not None and plate.size != full:
+                raise ValueError(
+                    f"{type(self).__name__} needs a deterministic log density, "
+                    f"but plate {plate.name!r} is subsampled ({plate.size} of "
+                    f"{full}); run it on the whole data (no subsample_size) "
+                    "or use an SVI guide such as AutoNormal"
+                )
 
     # -- the posterior ---------------------------------------------------------
 
@@ -239,7 +240,10 @@ class AutoPathfinder(LaplaceMixin, DrawDensities, AutoContinuous):
         self._ensure_setup(*args, **kwargs)
         with torch.no_grad():  # observed sites can sit in subsampled plates too
             model_trace, _ = self._traces(self._init_loc(), args, kwargs)
-        self._refuse_subsampling(model_trace)
+        nodes = model_trace.nodes.values()
+        self._refuse_subsampling(
+            frame for node in nodes for frame in node.get("cond_indep_stack", ())
+        )
         dtype = self.loc.dtype
         counts = {"grad": 0, "density": 0}
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from guide_core import init_to_median
-from guide_core.core.guide import unwrap_init
+from guide_core.plugin import unwrap_init
 
 from .guide import AutoPathfinder
 

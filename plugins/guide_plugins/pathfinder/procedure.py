@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from guide_core.registry.spec import ProcedureOutcome
+from guide_core.plugin import ProcedureOutcome
 
 __all__ = ["run_pathfinder"]
 

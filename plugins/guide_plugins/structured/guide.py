@@ -15,11 +15,16 @@ from pyro.nn.module import PyroModule, PyroParam
 from torch.nn.functional import softplus
 
 from guide_core import AutoGuide, init_to_feasible
-from guide_core.core.dependencies import infer_dependencies, topological_order
-from guide_core.core.guide import validate_init_scale
-from guide_core.core.latent import constrain, get_nested, set_nested
-from guide_core.core.param_leaf import param_with_leaf
-from guide_core.core.prototype import SiteFacts
+from guide_core.plugin import (
+    SiteFacts,
+    constrain,
+    get_nested,
+    infer_dependencies,
+    param_with_leaf,
+    set_nested,
+    topological_order,
+    validate_init_scale,
+)
 
 from .spec import check_conditionals, check_dependencies, per_site
 

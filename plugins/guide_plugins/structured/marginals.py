@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from guide_core.core.latent import get_nested
+from guide_core.plugin import get_nested
 
 __all__ = ["marginal_scales"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from guide_core.core.dependencies import check_graph
+from guide_core.plugin import check_graph
 
 __all__ = ["CONDITIONALS", "check_conditionals", "check_dependencies", "per_site"]
 
