@@ -271,19 +271,3 @@ def test_the_plugin_api_checker_sees_bad_imports(tmp_path):
         "fake:12: guide_core.registry._default is not public",
         "fake:12: guide_core.workflow is not public",
     ]
-
-
-def test_the_auto_plugin_finds_its_names_in_the_plugin_api():
-    """``workflow/auto.py`` becomes a plugin (``guide_plugins/auto.py``); what it
-    imports from the core and the registry is already in the plugin API."""
-    import guide_core.plugin as api
-
-    tree = ast.parse(MODULES["guide_core.workflow.auto"].read_text())
-    wanted = {
-        alias.name
-        for node in _top_level(tree)
-        for sub in ast.walk(node)
-        if isinstance(sub, ast.ImportFrom) and sub.level
-        for alias in sub.names
-    }
-    assert wanted and not wanted - set(api.__all__)

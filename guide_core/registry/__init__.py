@@ -1,8 +1,8 @@
 """The registry layer: hook specs, the plugin manager, discovery, specs and errors.
 
 It may import the core (the built-in ``init_to_*`` strategies, warm starts) and
-nothing above it: the workflow's ``"auto"`` guide registers itself through the
-``register_guides`` hook like every family. Use the module-level functions,
+nothing above it: the ``"auto"`` guide (``guide_plugins.auto``) registers itself
+through the ``register_guides`` hook like every family. Use the module-level functions,
 which act on one default :class:`Registry`::
 
     from guide_core import registry

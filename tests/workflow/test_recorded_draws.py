@@ -9,8 +9,8 @@ import pyro.distributions as dist
 import torch
 
 from guide_core import AutoNormal, fit, psis_khat
-from guide_core.core.draws import over_draws, paired_traces
 from guide_core.core.capture import recorded_draws as rd
+from guide_core.core.draws import over_draws, paired_traces
 
 X = torch.tensor([[1.0, 0.5], [0.3, -1.0], [2.0, 0.1], [-0.4, 0.8]])
 Y = torch.tensor([1.2, -0.4, 2.1, 0.3])

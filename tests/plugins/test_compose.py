@@ -7,6 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from guide_plugins.auto import ComposedGuide, CompositionError
 from oracle import DATA
 
 from guide_core import (
@@ -23,7 +24,6 @@ from guide_core import (
     registry,
     save,
 )
-from guide_core.workflow.auto import ComposedGuide, CompositionError
 
 
 def model(data):

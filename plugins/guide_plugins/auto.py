@@ -6,13 +6,13 @@ each latent site a guide -- discrete sites to the ``discrete`` guide, the others
 to the ``default`` one, either overridden per site by ``assignments`` -- then
 builds one part per guide on the model blocked to that guide's sites::
 
-    guide = compose(model, {"assignment": "auto_discrete_parallel"},
-                    default="auto_normal")
+    guide = guide_core.compose(model, {"assignment": "auto_discrete_parallel"},
+                               default="auto_normal")
     # the same as: registry.make("auto", model, assignments={...})
 
-This module is a plugin: its ``register_guides`` hook registers ``auto``
-through the same entry points as every family, so the registry never imports
-the workflow.
+This module is a plugin like every family: its ``register_guides`` hook
+registers ``auto`` through its own entry point, and it uses only the plugin
+API (:mod:`guide_core.plugin`).
 """
 
 from __future__ import annotations
@@ -24,19 +24,24 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from ..core.composite import AutoGuideList
-from ..core.prototype import SiteFacts
-from ..registry.checks import accepts
-from ..registry.errors import UnexpectedKeywordError, UnknownGuideError
-from ..registry.hookspecs import hookimpl
-from ..registry.manager import current_registry
-from ..registry.spec import Capabilities, GuideSpec
-from ..registry.warm_start import trained_values, warm_init
+from guide_core.plugin import (
+    AutoGuideList,
+    Capabilities,
+    GuideSpec,
+    SiteFacts,
+    UnexpectedKeywordError,
+    UnknownGuideError,
+    accepts,
+    current_registry,
+    hookimpl,
+    trained_values,
+    warm_init,
+)
 
 if TYPE_CHECKING:
-    from ..registry import Registry
+    from guide_core.registry import Registry
 
-__all__ = ["ComposedGuide", "CompositionError", "compose", "register_guides"]
+__all__ = ["ComposedGuide", "CompositionError", "register_guides"]
 
 
 class CompositionError(ValueError):
@@ -116,7 +121,7 @@ class ComposedGuide(AutoGuideList):
 
     At the first call it traces the model and appends one part per chosen
     guide, built with ``registry.make(name, poutine.block(model, expose=sites))``.
-    Build it with :func:`compose` or ``registry.make("auto", model)``.
+    Build it with :func:`guide_core.compose` or ``registry.make("auto", model)``.
 
     Parameters
     ----------
@@ -257,54 +262,6 @@ class ComposedGuide(AutoGuideList):
         if len(self) == 0 and self._deferred_state is not None and not (args or kwargs):
             return dict(self._deferred_state[0])
         return super().state_dict(*args, **kwargs)
-
-
-def compose(
-    model: Callable,
-    assignments: Mapping[str, str | None] | None = None,
-    *,
-    default: str | None = "auto_normal",
-    discrete: str | None = "auto_discrete_parallel",
-    init_from: Any = None,
-    **kwargs: Any,
-) -> ComposedGuide:
-    """Build a guide that picks a guide per site: no ``poutine.block`` to write.
-
-    The same as ``registry.make("auto", model, ...)``: a :class:`ComposedGuide`
-    whose parts are looked up in the registry that builds it.
-
-    Parameters
-    ----------
-    model : callable
-        A Pyro model.
-    assignments : dict of str to str or None, optional
-        ``{site name: guide name}`` for sites that should not get the default
-        choice; ``None`` leaves a site unguided (enumerated in the model).
-    default : str or None
-        The registry name of the guide of the continuous sites.
-    discrete : str or None
-        The registry name of the guide of the discrete sites.
-    init_from : guide or dict, optional
-        A trained guide (or ``{site: value}``) to start from: parts that take
-        ``init_loc_fn`` start at its median.
-    **kwargs :
-        Constructor arguments of the parts (e.g. ``init_scale=0.05``); each
-        part gets those it takes, ``create_plates`` goes to the list.
-
-    Returns
-    -------
-    ComposedGuide
-        An :class:`~guide_core.AutoGuideList`; its parts are built at its
-        first call, when the model's arguments are known.
-    """
-    return ComposedGuide(
-        model,
-        assignments,
-        default=default,
-        discrete=discrete,
-        init_from=init_from,
-        **kwargs,
-    )
 
 
 @hookimpl
