@@ -21,6 +21,7 @@ import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pyro
 import pytest
 import torch
 from pyro.infer import Predictive
@@ -78,7 +79,7 @@ class GuideContract(RuntimeContract):
 
     guide_names: Sequence[str] = ()
     known_failures: Mapping[tuple[str, str], str] = {}
-    fit_steps: int = 150
+    fit_steps: int = 100
 
     # -- hooks a subclass may override ----------------------------------------
 
@@ -111,6 +112,16 @@ class GuideContract(RuntimeContract):
                 marks = [pytest.mark.xfail(strict=True, reason=reason)] * bool(reason)
                 params.append(pytest.param(name, backend, id=label, marks=marks))
             metafunc.parametrize(("guide_name", "backend"), params)
+
+    @pytest.fixture(autouse=True)
+    def _fresh_pyro_state(self):
+        """Each check starts from an empty param store and a fixed seed, with
+        validation on, and leaves the store empty."""
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        pyro.enable_validation(True)
+        yield
+        pyro.clear_param_store()
 
     @pytest.fixture
     def backend(self) -> str | None:

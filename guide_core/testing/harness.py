@@ -128,8 +128,8 @@ class Subject:
         """Fit ``guide`` in place; return the losses.
 
         A guide with its own procedure runs it through :func:`guide_core.fit`;
-        the others take ``steps`` of ``ClippedAdam`` whose rate decays from 0.1
-        to 0.001, so the last iterates settle near the optimum.
+        the others take ``steps`` of ``ClippedAdam`` whose rate decays from
+        0.15 to 0.0015, so the last iterates settle near the optimum.
         """
         if self.spec.procedure is not None:
             result = guide_core.fit(
@@ -137,7 +137,7 @@ class Subject:
             )
             return [float(x) for x in result.losses]
         decay = 0.01 ** (1.0 / max(steps, 1))
-        optim = pyro.optim.ClippedAdam({"lr": 0.1, "lrd": decay})
+        optim = pyro.optim.ClippedAdam({"lr": 0.15, "lrd": decay})
         loss = self.elbo(case) if loss is None else loss
         svi = pyro.infer.SVI(case.model, guide, optim, loss)
         return [svi.step(*args) for _ in range(steps)]
