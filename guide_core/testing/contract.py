@@ -58,23 +58,23 @@ def _missing(extras: Sequence[str]) -> list[str]:
 class GuideContract(RuntimeContract):
     """The checks every guide runs through; subclass it and name your guides.
 
+    Override :meth:`guide_kwargs` to pass constructor arguments a guide needs
+    (an encoder, a flow), :meth:`model_case` to pick the model a guide's
+    generic checks run on, and :meth:`steps_for` to change the fit per guide.
+
     Attributes
     ----------
     guide_names : sequence of str
         Registry names to run the contract on; a guide with back ends runs
         once per back end. Empty: supply a ``guide_name`` fixture instead.
     known_failures : mapping
-        ``{(check, guide id): reason}``: each such test is marked
+        Maps ``(check, guide id)`` to a reason; each such test is marked
         ``xfail(strict=True)`` with the reason, so a fix shows as an XPASS.
-        ``check`` is the test's name, with or without its ``test_``
-        prefix; ``guide id`` the registry name, or
-        ``name[backend]`` for a guide with back ends.
+        The check is the test's name, with or without its ``test_`` prefix;
+        the guide id is the registry name, with the back end in brackets for
+        a guide with back ends (``auto_gaussian[dense]``).
     fit_steps : int
         SVI steps of the fits that must reach the known posterior.
-
-    Override :meth:`guide_kwargs` to pass constructor arguments a guide needs
-    (an encoder, a flow), :meth:`model_case` to pick the model a guide's
-    generic checks run on, and :meth:`steps_for` to change the fit per guide.
     """
 
     guide_names: Sequence[str] = ()
@@ -87,10 +87,11 @@ class GuideContract(RuntimeContract):
         """Constructor arguments for ``guide_name`` on ``case`` (default none)."""
         return {}
 
-    def model_case(self, guide_name: str) -> str:
+    def model_case(self, guide_name: str, backend: str | None = None) -> str:
         """The model case the generic checks (median, quantiles, draws,
-        save/load, dtypes) run on: ``"constrained"`` (a vector site and a
-        positive site) for a continuous guide, ``"discrete_only"`` otherwise."""
+        save/load, dtypes, engines) run on for ``guide_name`` (with
+        ``backend``): ``"constrained"`` (a vector site and a positive site)
+        for a continuous guide, ``"discrete_only"`` otherwise."""
         spec = registry.info(guide_name)
         return "constrained" if spec.capabilities.continuous else "discrete_only"
 
@@ -141,9 +142,9 @@ class GuideContract(RuntimeContract):
         return Subject(guide_name, backend, spec, self.guide_kwargs)
 
     @pytest.fixture
-    def case(self, guide_name: str) -> ModelCase:
+    def case(self, guide_name: str, backend: str | None) -> ModelCase:
         """The model case of the generic checks (see :meth:`model_case`)."""
-        return CASES[self.model_case(guide_name)]
+        return CASES[self.model_case(guide_name, backend)]
 
     # -- building and fitting ----------------------------------------------------
 

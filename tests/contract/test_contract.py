@@ -117,10 +117,12 @@ class TestEveryGuide(GuideContract):
             return {"K": 2}
         return {}
 
-    def model_case(self, guide_name):
-        if guide_name in LOCAL:
+    def model_case(self, guide_name, backend=None):
+        # funsor's elimination over the two global sites of "constrained" costs
+        # ~10x the other back ends' (the dense and sparse ones cover that model)
+        if guide_name in LOCAL or backend == "funsor":
             return "conjugate"
-        return super().model_case(guide_name)
+        return super().model_case(guide_name, backend)
 
     def steps_for(self, guide_name):
         return STEPS.get(guide_name, self.fit_steps)
