@@ -7,6 +7,7 @@ and uses its fixtures (``subject``, ``case``); it is not collected alone.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pyro
@@ -41,6 +42,17 @@ def _assert_same_mean(a: torch.Tensor, b: torch.Tensor, who: str) -> None:
         f"{who}: mean loss {a.mean():.4f} vs Trace_ELBO's {b.mean():.4f} "
         f"(gap {gap:.4f} > 4 se = {4 * se:.4f})"
     )
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    """Torch's default dtype set to ``dtype`` for the block, then restored."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 def _seeded(fn, *args, seed: int = 3):
@@ -177,25 +189,29 @@ class RuntimeContract:
                 torch.testing.assert_close(reloaded[name], median[name], msg=name)
 
     def test_float64_model_gives_float64_params_and_draws(self, subject, case):
-        """A model whose data are float64 (torch's default dtype left at
-        float32) gives a guide whose parameters, draws and median are float64
-        after 2 steps."""
+        """A model whose data are float64, with torch's default dtype at
+        float32 (as in most programs), gives a guide whose parameters, draws
+        and median are float64 after 2 steps."""
         args = case.args(torch.float64)
-        guide = subject.make(case)
-        losses = subject.fit(guide, case, args, 2)
-        assert finite(losses), f"{subject.label}: losses {losses}"
-        self._assert_dtype(subject, guide, case, args, torch.float64)
+        with _default_dtype(torch.float32):
+            guide = subject.make(case)
+            losses = subject.fit(guide, case, args, 2)
+            assert finite(losses), f"{subject.label}: losses {losses}"
+            self._assert_dtype(subject, guide, case, args, torch.float64)
 
     def test_to_keeps_the_guide_working(self, subject, case):
-        """``guide.to("cpu")`` leaves a working guide, and ``guide.to(torch.
-        float64)`` one whose parameters and draws are float64 on float64 data."""
-        guide = subject.make(case)
-        subject.fit(guide, case, case.args(), 1)
-        guide.to("cpu")
-        guide(*case.args())
-        guide.to(torch.float64)
-        args = case.args(torch.float64)
-        self._assert_dtype(subject, guide, case, args, torch.float64)
+        """Built and stepped on float32 data, ``guide.to("cpu")`` leaves a
+        working guide, and ``guide.to(torch.float64)`` one whose parameters
+        and draws are float64 on float64 data."""
+        with _default_dtype(torch.float32):
+            args = case.args(torch.float32)
+            guide = subject.make(case)
+            subject.fit(guide, case, args, 1)
+            guide.to("cpu")
+            guide(*args)
+            guide.to(torch.float64)
+            args = case.args(torch.float64)
+            self._assert_dtype(subject, guide, case, args, torch.float64)
 
     @pytest.mark.cuda
     def test_to_cuda(self, subject, case):
