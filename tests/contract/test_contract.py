@@ -10,6 +10,7 @@ breaks a promise of its spec is listed in :data:`BROKEN` and marked
 from __future__ import annotations
 
 import functools
+import os
 
 import pyro.distributions.transforms as T
 import pytest
@@ -39,6 +40,7 @@ _FLOAT32_ENCODER = (
 
 # Families that converge more slowly than the default 100 steps allow.
 STEPS = {"auto_dais": 200, "auto_semi_dais": 200, "auto_structured": 200}
+STEPS |= {"auto_bnaf_normal": 200, "auto_normalizing_flow": 200}
 
 #: (check, guide id) -> the failure: promises the guide's spec makes and breaks.
 BROKEN = {
@@ -91,6 +93,14 @@ BROKEN = {
         for b in ("dense", "funsor", "sparse")
     },
 }
+
+if os.environ.get("GUIDE_CORE_TEST_DTYPE") == "float64":  # the nox dtype matrix
+    BROKEN[("continuous_fit_reaches_the_conjugate_posterior", "auto_pathfinder")] = (
+        "with float64 as torch's default, Pathfinder's Gaussian is exact on the "
+        "conjugate model, its importance weights are all equal, and PSIS "
+        "smoothing crashes: ZeroDivisionError: float division by zero (in "
+        "pyro.ops.stats.fit_generalized_pareto, from pathfinder/psis.py:38)"
+    )
 
 
 @pytest.fixture(autouse=True)
