@@ -27,6 +27,7 @@ FORBIDDEN = {
     "registry": {"workflow", "cli"},
     "plugin": {"workflow", "cli"},
     "workflow": {"cli"},
+    "testing": {"cli"},  # the contract suite: uses the public API, never the CLI
 }
 # The modules of guide_core a plugin may import, or reach through attributes.
 PLUGIN_API = ("guide_core", "guide_core.plugin", "guide_core.registry")
@@ -105,6 +106,19 @@ def test_a_layer_imports_no_layer_above_it(layer):
         if dep.startswith("guide_core") and _layer(dep) in above
     ]
     assert not bad, f"the {layer} layer reaches up: " + "; ".join(bad)
+
+
+def test_nothing_imports_the_contract_suite():
+    """guide_core.testing imports pytest: no module of the package or the
+    plugins may import it, so ``import guide_core`` never pulls pytest in."""
+    bad = [
+        f"{name} imports {dep}"
+        for name in MODULES
+        if _layer(name) != "testing"
+        for dep in sorted(_imports(name))
+        if _layer(dep) == "testing"
+    ]
+    assert not bad, "; ".join(bad)
 
 
 def test_no_import_cycle():
