@@ -67,7 +67,7 @@ from .core.latent import (
     set_nested,
 )
 from .core.messenger import AutoMessenger
-from .core.packing import LatentLayout, empirical_quantiles
+from .core.packing import LatentLayout, check_not_subsampled, empirical_quantiles
 from .core.param_leaf import param_with_leaf
 from .core.prototype import (
     PlateFacts,
@@ -130,6 +130,7 @@ __all__ = [
     "set_nested",
     # packing: every latent site in one flat vector
     "LatentLayout",
+    "check_not_subsampled",
     "empirical_quantiles",
     "param_with_leaf",
     # initialization

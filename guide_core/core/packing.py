@@ -22,7 +22,7 @@ import torch
 from .latent import GuideDelta, constrain
 from .prototype import SiteFacts
 
-__all__ = ["LatentLayout", "LatentSlot", "empirical_quantiles"]
+__all__ = ["LatentLayout", "LatentSlot", "check_not_subsampled", "empirical_quantiles"]
 
 
 @attrs.frozen(eq=False)
@@ -53,7 +53,17 @@ class LatentSlot:
         return self.site.name
 
 
-def _check_not_subsampled(owner: str, site: SiteFacts) -> None:
+def check_not_subsampled(owner: str, site: SiteFacts) -> None:
+    """Refuse a latent site in a subsampled plate, for a guide (``owner``, its
+    class name) whose parameters cover every element of a site at once.
+
+    Raises
+    ------
+    ValueError
+        Naming the site, the plate and its sizes, and how to guide the site
+        instead (an :class:`~guide_core.AutoGuideList` with a guide that
+        subsamples, or the plate at full size).
+    """
     for plate in site.plates:
         if plate.subsampled:
             raise ValueError(
@@ -98,7 +108,7 @@ class LatentLayout:
         slots, pos = [], 0
         for site in sites.values():
             site.require_transform()  # the helpful error for discrete sites
-            _check_not_subsampled(owner, site)
+            check_not_subsampled(owner, site)
             shape = site.unconstrained_value.shape
             size = math.prod(shape)
             event_dim = site.unconstrained_event_dim

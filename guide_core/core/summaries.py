@@ -53,6 +53,16 @@ def _unwrap(d: Distribution) -> Distribution:
     return d
 
 
+def _a_parameter(d: Distribution) -> torch.Tensor | None:
+    """A tensor of ``d``'s dtype and device (its mean, or its base's)."""
+    try:
+        return d.mean
+    except (NotImplementedError, AttributeError):
+        pass
+    base = getattr(d, "base_dist", None)
+    return None if base is None else _a_parameter(base)
+
+
 def distribution_quantiles(d: Distribution, q: torch.Tensor) -> torch.Tensor:
     """Return the elementwise quantiles of ``d`` at levels ``q``, stacked on dim 0.
 
@@ -71,13 +81,12 @@ def distribution_quantiles(d: Distribution, q: torch.Tensor) -> torch.Tensor:
     if isinstance(d, dist.MaskedDistribution):
         return distribution_quantiles(d.base_dist, q)
     shape = (-1,) + (1,) * len(d.batch_shape + d.event_shape)
+    # the levels in the distribution's dtype: a float32 level would win over a
+    # 0-dim float64 parameter in torch's type promotion
+    like = _a_parameter(d)
+    levels = q.reshape(shape) if like is None else q.to(like).reshape(shape)
     try:  # a distribution's own inverse CDF first (HalfCauchy is |Cauchy|, but
         # its quantiles are not |Cauchy quantiles|)
-        like = d.mean
-        levels = q.to(device=like.device, dtype=like.dtype).reshape(shape)
-    except (NotImplementedError, AttributeError):
-        levels = q.reshape(shape)
-    try:
         return d.icdf(levels)
     except NotImplementedError:
         pass

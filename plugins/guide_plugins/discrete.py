@@ -232,8 +232,8 @@ def register_guides(register: Callable[[GuideSpec], None]) -> None:
                 "Mean-field discrete distribution per site, enumerated in parallel "
                 "by TraceEnum_ELBO."
             ),
-            capabilities=Capabilities(
-                continuous=False, discrete=True, subsample=True, mean_field=True
-            ),
+            # its sites are independent, but TraceMeanField_ELBO needs
+            # reparameterized guide sites, which discrete ones are not
+            capabilities=Capabilities(continuous=False, discrete=True, subsample=True),
         )
     )

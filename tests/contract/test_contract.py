@@ -10,7 +10,6 @@ breaks a promise of its spec is listed in :data:`BROKEN` and marked
 from __future__ import annotations
 
 import functools
-import os
 
 import pyro.distributions.transforms as T
 import pytest
@@ -24,20 +23,6 @@ LOCAL = ("auto_amortized_normal", "auto_amortized_normal_messenger")
 LOCAL += ("auto_batched_low_rank_multivariate_normal",)
 LOCAL += ("auto_batched_multivariate_normal", "auto_semi_dais")
 
-_SUBSAMPLE_CRASH = (
-    "does not claim subsample, and on a subsampled plate crashes inside torch "
-    "(RuntimeError: The size of tensor a (3) must match the size of tensor b (6) "
-    "at non-singleton dimension 0) instead of refusing with an error naming 'z'"
-)
-_FLOAT32_SCALE = (
-    "on float64 data the draws and median of the 0-dim site 'scale' are float32 "
-    "(AssertionError: scale: torch.float32)"
-)
-_FLOAT32_ENCODER = (
-    "the encoder stays float32 on float64 data (RuntimeError: mat1 and mat2 must "
-    "have the same dtype, but got Double and Float)"
-)
-
 # Families that converge more slowly than the default 100 steps allow.
 STEPS = {"auto_dais": 200, "auto_semi_dais": 200, "auto_structured": 200}
 STEPS |= {"auto_bnaf_normal": 200, "auto_normalizing_flow": 200}
@@ -49,58 +34,7 @@ BROKEN = {
         "prior's, by design (a parameter-free baseline); the spec has no way to "
         "say 'handles continuous sites but does not fit them'"
     ),
-    ("recorded_engine_gives_pyro_losses", "auto_prior"): (
-        "no params: guide_core.SVI(engine='recorded') runs Pyro's step without "
-        "the warning its docstring promises (reason: 'the step has no params to "
-        "learn'); the losses do equal Pyro's"
-    ),
-    ("mean_field_elbo_agrees_with_trace_elbo", "auto_discrete_parallel"): (
-        "claims mean_field, but TraceMeanField_ELBO refuses it: "
-        "NotImplementedError: All distributions in the guide must be fully "
-        "reparameterized."
-    ),
-    ("save_and_load_reproduce_the_guide", "auto_amortized_normal_messenger"): (
-        "guide_core.load fails: RuntimeError: Error(s) in loading state_dict for "
-        "AutoAmortizedNormalMessenger: Unexpected key(s) in state_dict: "
-        '"encoders.z.loc_offset_unconstrained", "encoders.z.net.0.weight", ...'
-    ),
-    ("float64_model_gives_float64_params_and_draws", "auto_amortized_normal"): (
-        _FLOAT32_ENCODER
-    ),
-    (
-        "float64_model_gives_float64_params_and_draws",
-        "auto_amortized_normal_messenger",
-    ): _FLOAT32_ENCODER,
-    ("float64_model_gives_float64_params_and_draws", "auto_normal_messenger"): (
-        _FLOAT32_SCALE
-    ),
-    (
-        "float64_model_gives_float64_params_and_draws",
-        "auto_hierarchical_normal_messenger",
-    ): _FLOAT32_SCALE,
-    ("to_keeps_the_guide_working", "auto_normal_messenger"): _FLOAT32_SCALE,
-    ("to_keeps_the_guide_working", "auto_hierarchical_normal_messenger"): (
-        _FLOAT32_SCALE
-    ),
-    ("float64_model_gives_float64_params_and_draws", "auto_structured"): (
-        "a float64 model fails in the guide: RuntimeError: expected m1 and m2 to "
-        "have the same dtype, but got: double != float"
-    ),
-    **{
-        ("subsample_trains_on_a_subsampled_plate", f"auto_gaussian[{b}]"): (
-            _SUBSAMPLE_CRASH
-        )
-        for b in ("dense", "funsor", "sparse")
-    },
 }
-
-if os.environ.get("GUIDE_CORE_TEST_DTYPE") == "float64":  # the nox dtype matrix
-    BROKEN[("continuous_fit_reaches_the_conjugate_posterior", "auto_pathfinder")] = (
-        "with float64 as torch's default, Pathfinder's Gaussian is exact on the "
-        "conjugate model, its importance weights are all equal, and PSIS "
-        "smoothing crashes: ZeroDivisionError: float division by zero (in "
-        "pyro.ops.stats.fit_generalized_pareto, from pathfinder/psis.py:38)"
-    )
 
 
 @pytest.fixture(autouse=True)

@@ -257,3 +257,17 @@ def test_densities_of_a_model_for_one_draw_are_mapped_not_looped(float64):
     assert guide._vectorizes is False and guide._maps is True
     want = torch.stack([guide._log_density(z, (x, y), {}) for z in zs])
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_psis_needs_no_tail_for_weights_equal_up_to_rounding():
+    """An exact Gaussian's log weights differ by rounding only: the tail fit
+    would divide by zero, so they are kept as they are, with k-hat -inf."""
+    from guide_plugins.pathfinder.psis import psis_smooth
+
+    g = torch.Generator().manual_seed(0)
+    lw = 3.0 + 1e-15 * torch.randn(200, dtype=torch.float64, generator=g)
+    smoothed, k = psis_smooth(lw)
+    assert k == -float("inf")
+    torch.testing.assert_close(smoothed, lw - lw.max())
+    _, k = psis_smooth(torch.randn(200, dtype=torch.float64, generator=g))
+    assert -float("inf") < k < float("inf")  # a tail was fitted

@@ -148,7 +148,8 @@ def pareto_khat(log_weights: torch.Tensor) -> tuple[float, str]:
     lw = log_weights.double().reshape(-1)
     finite = lw[torch.isfinite(lw)]
     num = lw.numel()
-    if finite.numel() and bool((finite == finite[0]).all()) and finite.numel() == num:
+    if finite.numel() == num and float(finite.max() - finite.min()) < 1e-9:
+        # equal up to rounding (an exact guide): no tail to fit
         return -math.inf, "all importance weights are equal"
     lw = lw - lw.max()
     tail_size = int(math.ceil(min(0.2 * num, 3.0 * math.sqrt(num))))

@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import pyro.util
 import torch
 from pyro import poutine
 
@@ -329,4 +330,18 @@ def load(
             for part in guide.children() if isinstance(guide, AutoGuideList) else ():
                 if isinstance(part, AutoGuide) and not isinstance(part, AutoCallable):
                     part._ensure_setup(*model_args, **model_kwargs)
+        elif isinstance(guide, AutoMessenger):
+            _visit_sites(guide, model_args, model_kwargs)
     return guide
+
+
+def _visit_sites(guide: AutoMessenger, args: tuple, kwargs: Mapping) -> None:
+    """Run a messenger guide once, hidden and on a forked random state, so its
+    sites' parameters (and modules) exist and hold the loaded values, and its
+    first real call draws as the saved guide's would."""
+    state = pyro.util.get_rng_state()
+    try:
+        with torch.no_grad(), poutine.block():
+            guide(*args, **kwargs)
+    finally:
+        pyro.util.set_rng_state(state)

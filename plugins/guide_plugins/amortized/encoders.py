@@ -30,11 +30,15 @@ EncoderArg = nn.Module | Mapping[str, nn.Module] | Callable[..., nn.Module] | No
 
 
 def default_encoder(
-    in_features: int, out_features: int, hidden: tuple[int, ...]
+    in_features: int,
+    out_features: int,
+    hidden: tuple[int, ...],
+    like: torch.Tensor | None = None,
 ) -> nn.Module:
-    """An MLP with ``hidden`` widths and softplus activations; its last layer
-    starts at zero, so the guide starts at its offsets (``init_loc_fn``'s
-    location and ``init_scale``)."""
+    """An MLP with ``hidden`` widths and softplus activations, in the dtype and
+    on the device of ``like`` (the site's values); its last layer starts at
+    zero, so the guide starts at its offsets (``init_loc_fn``'s location and
+    ``init_scale``)."""
     widths = (in_features, *hidden)
     layers: list[nn.Module] = []
     for a, b in zip(widths[:-1], widths[1:]):
@@ -42,7 +46,8 @@ def default_encoder(
     last = nn.Linear(widths[-1], out_features)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
-    return nn.Sequential(*layers, last)
+    net = nn.Sequential(*layers, last)
+    return net if like is None else net.to(dtype=like.dtype, device=like.device)
 
 
 def make_encoder(
@@ -51,10 +56,12 @@ def make_encoder(
     in_features: int,
     out_features: int,
     hidden: tuple[int, ...],
+    like: torch.Tensor | None = None,
 ) -> nn.Module:
-    """The encoder module of ``site`` from the guide's ``encoder`` argument."""
+    """The encoder module of ``site`` from the guide's ``encoder`` argument
+    (the default one in the dtype and on the device of ``like``)."""
     if encoder is None:
-        return default_encoder(in_features, out_features, hidden)
+        return default_encoder(in_features, out_features, hidden, like)
     if isinstance(encoder, nn.Module):
         return encoder
     if isinstance(encoder, Mapping):

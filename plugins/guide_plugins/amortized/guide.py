@@ -196,7 +196,7 @@ class AutoAmortizedNormal(AutoNormal):
             offset = init.mean(layout.axis) if init.shape[layout.axis] else init
             out = 2 * max(1, offset.numel())
             net = make_encoder(
-                self._encoder_arg, name, rows.shape[1], out, self._hidden
+                self._encoder_arg, name, rows.shape[1], out, self._hidden, offset
             )
             encoder = SiteEncoder(net, offset, self._init_scale).to(offset.device)
             set_nested(self.encoders, name, encoder)

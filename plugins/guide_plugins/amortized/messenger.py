@@ -50,6 +50,10 @@ class AutoAmortizedNormalMessenger(AutoNormalMessenger):
     its sites (plates inside it are part of each row).
     """
 
+    # encoders loaded before their site's first visit wait there (see
+    # SiteParamMessenger) and are applied when the encoder is created
+    _param_groups = (*AutoNormalMessenger._param_groups, "encoders")
+
     def __init__(
         self,
         model: Callable,
@@ -142,7 +146,16 @@ class AutoAmortizedNormalMessenger(AutoNormalMessenger):
             offset = init.reshape(row_shape)
         else:  # average the rows the init gave
             offset = init.reshape(-1, *row_shape).mean(0)
-        net = make_encoder(self._encoder_arg, name, rows.shape[1], 2 * k, self._hidden)
+        net = make_encoder(
+            self._encoder_arg, name, rows.shape[1], 2 * k, self._hidden, offset
+        )
         encoder = SiteEncoder(net, offset, self._init_scale).to(rows.device)
+        prefix = f"encoders.{name}."
+        loaded = {
+            key[len(prefix) :]: self._pending_params.pop(key)
+            for key in [k for k in self._pending_params if k.startswith(prefix)]
+        }
+        if loaded:
+            encoder.load_state_dict(loaded)
         set_nested(self.encoders, name, encoder)
         return encoder

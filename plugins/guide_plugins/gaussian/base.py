@@ -33,6 +33,7 @@ from pyro.nn.module import PyroModule, PyroParam
 
 from guide_core import AutoGuide, init_to_feasible, registry
 from guide_core.plugin import (
+    check_not_subsampled,
     constrain,
     distribution_quantiles,
     get_nested,
@@ -120,6 +121,9 @@ class AutoGaussian(AutoGuide):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
+        for site in self._prototype.sites.values():
+            # one Gaussian over every element of every site: no subsampling
+            check_not_subsampled(type(self).__name__, site)
         model, self._original_model = self._original_model[0], None
         self.dependencies = model_dependencies(model, args, kwargs)[
             "prior_dependencies"

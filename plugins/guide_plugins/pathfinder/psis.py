@@ -15,12 +15,17 @@ from pyro.ops.stats import fit_generalized_pareto
 
 __all__ = ["psis_smooth"]
 
+# log weights that all lie within this of each other are equal up to rounding
+_FLAT = 1e-9
+
 
 def psis_smooth(log_weights: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Return ``(smoothed log weights, k-hat)``; NaN weights count as zero.
 
     ``k-hat`` is ``inf`` when fewer than five tail weights are distinct (so
-    no tail can be fitted); the weights are then returned unsmoothed.
+    no tail can be fitted); the weights are then returned unsmoothed. Weights
+    equal to rounding (an exact Gaussian) need no smoothing: ``k-hat`` is
+    ``-inf``, as for exactly equal weights.
     """
     lw = torch.nan_to_num(log_weights.double(), nan=-math.inf)
     num = lw.numel()
@@ -28,6 +33,8 @@ def psis_smooth(log_weights: torch.Tensor) -> tuple[torch.Tensor, float]:
     if not bool(finite.any()):
         return lw, math.inf
     lw = lw - lw[finite].max()
+    if bool(finite.all()) and float(lw.min()) > -_FLAT:
+        return lw, -math.inf
     tail = int(math.ceil(min(0.2 * num, 3.0 * math.sqrt(num))))
     order = lw.argsort()
     tail_idx = order[-tail:]

@@ -134,7 +134,13 @@ class AutoStructured(AutoGuide):
             set_nested(self.deps, name, edges)
             for upstream, kind in self.dependencies.get(name, {}).items():
                 if isinstance(kind, str):  # "linear", as checked in __init__
-                    kind = torch.nn.Linear(numel[upstream], numel[name], bias=False)
+                    kind = torch.nn.Linear(
+                        numel[upstream],
+                        numel[name],
+                        bias=False,
+                        dtype=init_loc.dtype,
+                        device=init_loc.device,
+                    )
                     kind.weight.data.zero_()
                 set_nested(edges, upstream, kind)
         self._sorted_sites = [(name, sites[name]) for name in order]
