@@ -144,3 +144,22 @@ def test_import_guide_core_imports_neither_the_contract_nor_pytest():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_every_capability_is_checked_by_the_contract():
+    """Each field of ``Capabilities`` is read by at least one contract check
+    (``subject.claims(...)`` or ``subject.require(...)``), so a guide cannot
+    claim a capability that nothing checks."""
+    import re
+    from pathlib import Path
+
+    import attrs
+
+    import guide_core.testing as testing
+
+    source = "".join(
+        path.read_text() for path in Path(testing.__file__).parent.glob("*.py")
+    )
+    checked = set(re.findall(r"\.(?:claims|require)\(\"([a-z_]+)\"\)", source))
+    fields = {f.name for f in attrs.fields(Capabilities)}
+    assert fields <= checked, f"unchecked capabilities: {sorted(fields - checked)}"
