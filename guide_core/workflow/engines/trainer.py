@@ -235,9 +235,7 @@ class Trainer:
             check_finite(number, loss, {n: p.grad for n, p in params.items()})
         self._update(list(params.values()))
         if not self.state.params and not self.state.eager:
-            # nothing to record; say so when a recorded engine was asked for
-            asked = self.settings.mode != "auto"
-            self.fall_back("the step has no params to learn", warn=asked)
+            self.fall_back("the step has no params to learn", warn=False)
         return loss
 
     def _eager_grads(self) -> tuple[float, dict[str, torch.Tensor]]:

@@ -62,9 +62,11 @@ class SVI(PyroSVI):
         As for ``pyro.infer.SVI``.
     engine : {"auto", "recorded", "eager"}
         ``"recorded"`` replays a recorded step from the second step where it
-        can, and runs Pyro's step (with a warning) where it cannot;
-        ``"auto"`` (the default) does the same after :data:`RECORD_AFTER`
-        steps of Pyro's, silently; ``"eager"`` is Pyro's step, always.
+        can, and runs Pyro's step (with a warning) where it cannot (a guide
+        without parameters has nothing to record: Pyro's step, no warning,
+        and :attr:`reason` says so); ``"auto"`` (the default) does the same
+        after :data:`RECORD_AFTER` steps of Pyro's, silently; ``"eager"`` is
+        Pyro's step, always.
     check_every : int or None
         Check a replayed step against Pyro's every this many steps (besides
         the first replays of each program); None: only the first replays.
