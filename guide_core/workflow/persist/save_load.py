@@ -23,7 +23,6 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import pyro.util
 import torch
 from pyro import poutine
 
@@ -339,9 +338,5 @@ def _visit_sites(guide: AutoMessenger, args: tuple, kwargs: Mapping) -> None:
     """Run a messenger guide once, hidden and on a forked random state, so its
     sites' parameters (and modules) exist and hold the loaded values, and its
     first real call draws as the saved guide's would."""
-    state = pyro.util.get_rng_state()
-    try:
-        with torch.no_grad(), poutine.block():
-            guide(*args, **kwargs)
-    finally:
-        pyro.util.set_rng_state(state)
+    with torch.random.fork_rng(), torch.no_grad(), poutine.block():
+        guide(*args, **kwargs)
